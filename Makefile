@@ -1,0 +1,51 @@
+# Every target bootstraps what it needs on a machine that has only python3 and pip:
+# a private uv (in .tools/) installs the locked environment (in .venv/) from uv.lock.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := .tools/bin/uv
+SYNCED := $(VENV)/.synced
+QUICKSTART := examples/quickstart/muse.yaml
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: setup serve test lint bench quickstart clean
+
+setup: $(SYNCED)
+
+$(UV):
+	$(PY) -m venv .tools
+	.tools/bin/pip install --quiet "uv>=0.5"
+
+$(SYNCED): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PY)
+	@touch $@
+
+## serve: score a sample event through the bundled quickstart deployment
+serve: setup
+	$(BIN)/muse validate $(QUICKSTART)
+	$(BIN)/muse score $(QUICKSTART) --intent tenant=bank1 --intent geography=EMEA \
+		--intent channel=web --intent schema=fraud_v1 --event-id evt-1 \
+		--features @examples/quickstart/sample_event.json
+
+## test: the whole suite
+test: setup
+	$(BIN)/python -m pytest -q
+
+## lint: ruff (lint + format) and mypy --strict
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## bench: every benchmark script; record figures in benchmarks/RESULTS.md
+bench: setup
+	$(BIN)/python benchmarks/bench_transforms.py
+	$(BIN)/python benchmarks/bench_predictor.py
+	$(BIN)/python benchmarks/bench_routing.py
+
+## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
+quickstart: setup
+	$(BIN)/python examples/quickstart/build.py --force
+
+clean:
+	rm -rf .tools $(VENV) .pytest_cache .mypy_cache .ruff_cache

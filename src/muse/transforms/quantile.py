@@ -1,0 +1,235 @@
+"""Quantile Mapping T^Q (paper §2.3.3, Eq. 4).
+
+T^Q maps a predictor's raw aggregate ``a`` for one tenant onto the reference distribution R:
+it is the piecewise-linear function through knots ``(q_i^S, q_i^R)`` where ``q_i^S`` are
+quantiles of the tenant's raw aggregates and ``q_i^R = F_R^{-1}(p_i)`` the reference
+quantiles at the same probability levels ``p_i``. Thresholds on the mapped score then mean
+the same alert rate whatever model produced ``a``.
+
+The probability grid (:func:`default_levels`) matters: fraud thresholds sit at alert rates of
+0.05 %–2 %, i.e. levels 0.98–0.9995, where a uniform grid of 1,000 levels has only one to
+twenty knots — the map would interpolate linearly across most of the tail.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from muse.transforms._checks import as_finite
+from muse.transforms.reference import Reference
+from muse.types import ScoreArray
+
+__all__ = ["FORMAT", "QuantileMap", "default_levels"]
+
+FORMAT = "muse/quantile-map@1"
+
+#: Smallest alert rate the default grid resolves (one event in 100,000).
+MIN_ALERT_RATE = 1e-5
+
+
+def default_levels(n_quantiles: int = 1000) -> ScoreArray:
+    """The default probability grid: half uniform, half log-spaced in the alert-rate tail.
+
+    ``n_quantiles // 2`` levels are uniform on [0, 1] (the bulk, where most scores live);
+    the rest are ``1 − r`` for alert rates ``r`` log-spaced from 10^-5 to 0.5. With the
+    default 1,000 levels, consecutive tail knots differ by ~2.2 % in alert rate, so between
+    0.05 % and 2 % the map has ~170 knots instead of the ~20 a uniform grid would give
+    (and none at all between 0.1 % and 0 except the maximum). Levels are sorted, unique and
+    include 0 and 1.
+    """
+    if n_quantiles < 10:
+        raise ValueError(f"n_quantiles must be at least 10, got {n_quantiles!r}")
+    n_uniform = n_quantiles // 2
+    n_tail = n_quantiles - n_uniform
+    uniform = np.linspace(0.0, 1.0, n_uniform)
+    tail = 1.0 - np.geomspace(0.5, MIN_ALERT_RATE, n_tail)
+    return np.unique(np.concatenate((uniform, tail)))
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class QuantileMap:
+    """A fitted T^Q: strictly increasing ``source`` knots → non-decreasing ``target`` knots.
+
+    Outside the knots it clamps: below ``source[0]`` to ``target[0]``, above ``source[-1]``
+    to ``target[-1]``. ``levels[i]`` is the probability level of knot ``i`` (after ties were
+    merged) and ``n_samples`` the size of the sample it was fitted on.
+    """
+
+    source: ScoreArray
+    target: ScoreArray
+    levels: ScoreArray
+    n_samples: int
+    # Derived lookup tables for the vectorised path (Eq. 4 with precomputed slopes).
+    _slope: ScoreArray = field(init=False, repr=False)
+    _next: ScoreArray = field(init=False, repr=False)
+    _src: tuple[float, ...] = field(init=False, repr=False)
+    _tgt: tuple[float, ...] = field(init=False, repr=False)
+    _slp: tuple[float, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        s, t, p = self.source, self.target, self.levels
+        for name, arr in (("source", s), ("target", t), ("levels", p)):
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.float64 or arr.ndim != 1:
+                raise ValueError(f"QuantileMap.{name} must be a 1-D float64 array")
+            if arr.size == 0 or not np.isfinite(arr).all():
+                raise ValueError(f"QuantileMap.{name} must be non-empty and finite")
+        if not (s.size == t.size == p.size):
+            raise ValueError(
+                f"source, target and levels must have equal lengths, got {s.size}, {t.size}, {p.size}"
+            )
+        if (np.diff(s) <= 0).any():
+            raise ValueError("QuantileMap.source knots must be strictly increasing")
+        if (np.diff(t) < 0).any() or t[0] < 0.0 or t[-1] > 1.0:
+            raise ValueError("QuantileMap.target knots must be non-decreasing within [0, 1]")
+        if (np.diff(p) <= 0).any() or p[0] < 0.0 or p[-1] > 1.0:
+            raise ValueError("QuantileMap.levels must be strictly increasing within [0, 1]")
+        if not (isinstance(self.n_samples, int) and self.n_samples >= 1):
+            raise ValueError(
+                f"QuantileMap.n_samples must be a positive int, got {self.n_samples!r}"
+            )
+        for arr in (s, t, p):
+            arr.flags.writeable = False
+        slope = np.zeros_like(s)
+        # Knots can be a few ulps apart (subnormal gaps); an overflowing slope is capped so
+        # that 0 · slope stays 0 and the clamp to the next knot bounds the rest.
+        with np.errstate(over="ignore", divide="ignore"):
+            slope[:-1] = np.minimum(np.diff(t) / np.diff(s), np.finfo(np.float64).max)
+        nxt = np.append(t[1:], t[-1])
+        object.__setattr__(self, "_slope", slope)
+        object.__setattr__(self, "_next", nxt)
+        object.__setattr__(self, "_src", tuple(s.tolist()))
+        object.__setattr__(self, "_tgt", (*tuple(t.tolist()), t[-1].item()))
+        object.__setattr__(self, "_slp", tuple(slope.tolist()))
+
+    # -- fitting ------------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        raw_scores: npt.ArrayLike,
+        reference: Reference,
+        n_quantiles: int = 1000,
+        *,
+        levels: npt.ArrayLike | None = None,
+    ) -> QuantileMap:
+        """Fit T^Q on one tenant's raw aggregates so its mapped scores follow ``reference``.
+
+        Source quantiles are ``numpy.quantile`` (linear) at ``levels`` (default
+        :func:`default_levels` of ``n_quantiles``). Tree ensembles emit repeated scores, so
+        several levels can share one source quantile; those knots are merged into one, placed
+        at the middle of the tied value's probability span in the sample, so T^Q stays a
+        function and a tied score gets the reference quantile of its median rank.
+        """
+        x = np.sort(as_finite(raw_scores, "raw_scores").ravel())
+        n = x.size
+        if n == 0:
+            raise ValueError("cannot fit a quantile map on an empty sample")
+        grid = default_levels(n_quantiles) if levels is None else _check_levels(levels)
+        q = np.quantile(x, grid)
+        # np.quantile can return values one ulp out of order on nearly tied data.
+        q = np.maximum.accumulate(q)
+        src, first = np.unique(q, return_index=True)
+        p = grid[first].copy()
+        if n == 1:
+            p[:] = 0.5
+        else:
+            lo = np.searchsorted(x, src, side="left")
+            hi = np.searchsorted(x, src, side="right") - 1
+            tied = hi > lo
+            # With linear interpolation a value tied at sorted positions lo..hi is the
+            # quantile at every level in [lo, hi] / (n - 1); its median rank is the middle.
+            p[tied] = (lo[tied] + hi[tied]) / (2.0 * (n - 1))
+        target = np.clip(reference.ppf(p), 0.0, 1.0)
+        target = np.maximum.accumulate(target)
+        return cls(source=src, target=target, levels=p, n_samples=int(n))
+
+    # -- mapping ------------------------------------------------------------------------
+
+    def __call__(self, scores: npt.ArrayLike) -> ScoreArray:
+        """Eq. 4 on an array of raw aggregates (non-finite input raises ValueError)."""
+        return self.map_unchecked(as_finite(scores, "scores"))
+
+    def map_unchecked(self, scores: ScoreArray) -> ScoreArray:
+        """Eq. 4 for inputs known to be finite float64 (the predictor checked them)."""
+        s = self.source
+        x = np.clip(scores, s[0], s[-1])
+        j = np.searchsorted(s, x, side="right") - 1
+        out = x - s[j]
+        with np.errstate(over="ignore"):
+            out *= self._slope[j]
+        out += self.target[j]
+        # Rounding can push the last ulp past the next knot; clamping keeps T^Q monotone.
+        return np.minimum(out, self._next[j], out=out)
+
+    def map_one(self, score: float) -> float:
+        """Eq. 4 for one finite score, with plain floats: the single-event fast path.
+
+        Same arithmetic, in the same order, as the vectorised path, so both agree bit for bit.
+        """
+        src = self._src
+        x = min(max(score, src[0]), src[-1])
+        j = bisect.bisect_right(src, x) - 1
+        y = (x - src[j]) * self._slp[j] + self._tgt[j]
+        return min(y, self._tgt[j + 1])
+
+    # -- persistence --------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; ``from_dict(json.loads(json.dumps(d)))`` rebuilds it exactly."""
+        return {
+            "format": FORMAT,
+            "n_samples": self.n_samples,
+            "levels": self.levels.tolist(),
+            "source": self.source.tolist(),
+            "target": self.target.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> QuantileMap:
+        """Rebuild a map written by :meth:`to_dict`, re-checking every invariant."""
+        if d.get("format") != FORMAT:
+            raise ValueError(
+                f"expected a quantile map of format {FORMAT!r}, got {d.get('format')!r}"
+            )
+        try:
+            return cls(
+                source=np.array(d["source"], dtype=np.float64),
+                target=np.array(d["target"], dtype=np.float64),
+                levels=np.array(d["levels"], dtype=np.float64),
+                n_samples=d["n_samples"],
+            )
+        except KeyError as e:
+            raise ValueError(f"quantile map is missing key {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ValueError) and str(e).startswith("QuantileMap"):
+                raise
+            raise ValueError(f"malformed quantile map: {e}") from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantileMap):
+            return NotImplemented
+        return (
+            self.n_samples == other.n_samples
+            and np.array_equal(self.source, other.source)
+            and np.array_equal(self.target, other.target)
+            and np.array_equal(self.levels, other.levels)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.n_samples, self.source.tobytes(), self.target.tobytes()))
+
+    def __repr__(self) -> str:
+        return f"QuantileMap(knots={self.source.size}, n_samples={self.n_samples})"
+
+
+def _check_levels(levels: npt.ArrayLike) -> ScoreArray:
+    p = as_finite(levels, "levels").ravel()
+    if p.size < 2 or p[0] < 0.0 or p[-1] > 1.0 or (np.diff(p) <= 0).any():
+        raise ValueError("levels must be at least 2 strictly increasing values within [0, 1]")
+    return p
