@@ -63,7 +63,9 @@ def test_posterior_correction_scalar_equals_vectorised(s: np.ndarray, beta: floa
         ([0.5], float("nan"), r"beta"),
     ],
 )
-def test_posterior_correction_rejects_bad_input(scores: list[float], beta: float, message: str) -> None:
+def test_posterior_correction_rejects_bad_input(
+    scores: list[float], beta: float, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         posterior_correction(scores, beta)
 
@@ -103,7 +105,12 @@ def test_weighted_mean_worked_example() -> None:
 
 @pytest.mark.parametrize(
     ("w", "message"),
-    [([1, 0], "> 0"), ([1, -1], "> 0"), ([1, float("nan")], "finite"), ([1], "one weight per expert")],
+    [
+        ([1, 0], "> 0"),
+        ([1, -1], "> 0"),
+        ([1, float("nan")], "finite"),
+        ([1], "one weight per expert"),
+    ],
 )
 def test_weighted_mean_rejects_bad_weights(w: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -127,7 +134,9 @@ def test_beta_reference_matches_scipy() -> None:
     assert np.allclose(REF.cdf(xs), stats.beta(0.8, 9.0).cdf(xs))
 
 
-@given(st.lists(unit, min_size=2, max_size=100))
+# Scores on a 1e-9 grid: inverting a piecewise-linear table between knots a few subnormal
+# ulps apart is beyond float resolution, and no score distribution lives at that scale.
+@given(st.lists(unit.map(lambda v: round(v, 9)), min_size=2, max_size=100))
 def test_sample_reference_ppf_is_numpy_quantile_and_cdf_inverts_it(xs: list[float]) -> None:
     ref = Reference.from_samples(xs)
     levels = np.linspace(0, 1, 37)
@@ -140,7 +149,9 @@ def test_sample_reference_ppf_is_numpy_quantile_and_cdf_inverts_it(xs: list[floa
 
 def test_quantile_reference_extends_tails_and_round_trips() -> None:
     ref = Reference.from_quantiles([0.5, 0.99], [0.1, 0.6])
-    assert ref.ppf([0.0, 0.25, 0.5, 0.99, 1.0]).tolist() == pytest.approx([0.0, 0.05, 0.1, 0.6, 1.0])
+    assert ref.ppf([0.0, 0.25, 0.5, 0.99, 1.0]).tolist() == pytest.approx(
+        [0.0, 0.05, 0.1, 0.6, 1.0]
+    )
     assert ref.cdf([0.1, 0.6]).tolist() == pytest.approx([0.5, 0.99])
     again = Reference.from_dict(json.loads(json.dumps(ref.to_dict())))
     assert again == ref
@@ -184,7 +195,9 @@ def test_quantile_map_clamps_outside_its_knots() -> None:
 
 
 @given(samples, score_arrays())
-def test_quantile_map_is_monotone_and_maps_into_unit_interval(x: np.ndarray, probe: np.ndarray) -> None:
+def test_quantile_map_is_monotone_and_maps_into_unit_interval(
+    x: np.ndarray, probe: np.ndarray
+) -> None:
     qm = QuantileMap.fit(x, REF, n_quantiles=50)
     xs = np.sort(np.concatenate([probe, x, qm.source, np.nextafter(qm.source, -1.0)]))
     ys = qm(xs)
@@ -274,29 +287,52 @@ def test_default_grid_resolves_the_tail_where_a_uniform_grid_does_not() -> None:
     ("doc", "message"),
     [
         ({"format": "other"}, "format"),
-        ({"format": "muse/quantile-map@1", "n_samples": 3, "levels": [0.5], "source": [0.1]}, "missing key 'target'"),
         (
-            {"format": "muse/quantile-map@1", "n_samples": 3, "levels": [0.1, 0.2], "source": [0.2, 0.1], "target": [0.1, 0.2]},
+            {"format": "muse/quantile-map@1", "n_samples": 3, "levels": [0.5], "source": [0.1]},
+            "missing key 'target'",
+        ),
+        (
+            {
+                "format": "muse/quantile-map@1",
+                "n_samples": 3,
+                "levels": [0.1, 0.2],
+                "source": [0.2, 0.1],
+                "target": [0.1, 0.2],
+            },
             "strictly increasing",
         ),
         (
-            {"format": "muse/quantile-map@1", "n_samples": 3, "levels": [0.1, 0.2], "source": [0.1, 0.2], "target": [0.3, 0.2]},
+            {
+                "format": "muse/quantile-map@1",
+                "n_samples": 3,
+                "levels": [0.1, 0.2],
+                "source": [0.1, 0.2],
+                "target": [0.3, 0.2],
+            },
             "non-decreasing",
         ),
         (
-            {"format": "muse/quantile-map@1", "n_samples": 3, "levels": [0.1, 0.2], "source": [0.1, 0.2], "target": [0.1, 1.2]},
+            {
+                "format": "muse/quantile-map@1",
+                "n_samples": 3,
+                "levels": [0.1, 0.2],
+                "source": [0.1, 0.2],
+                "target": [0.1, 1.2],
+            },
             r"\[0, 1\]",
         ),
     ],
 )
-def test_quantile_map_from_dict_rejects_broken_documents(doc: dict[str, object], message: str) -> None:
+def test_quantile_map_from_dict_rejects_broken_documents(
+    doc: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         QuantileMap.from_dict(doc)
 
 
 @pytest.mark.parametrize("bad", [[], [0.1, float("nan")]])
 def test_quantile_map_fit_rejects_bad_samples(bad: list[float]) -> None:
-    with pytest.raises(ValueError, match="empty|finite"):
+    with pytest.raises(ValueError, match=r"empty|finite"):
         QuantileMap.fit(bad, REF)
 
 

@@ -1,0 +1,190 @@
+"""T^Q artifacts: a fitted quantile map with what it was fitted for, as a versioned JSON file.
+
+Layout under a predictor's ``transforms`` folder (the config names the folder)::
+
+    default/v0.json              cold-start map T^Q_v0, used for tenants without their own
+    tenants/<tenant>/v1.json     a tenant's own maps; the highest version is deployed
+    tenants/<tenant>/v2.json     unless the config pins one
+
+Each artifact records the predictor fingerprint and the reference it targets: loading it
+for a predictor with another fingerprint is a config error (ARCHITECTURE invariant 2), so a
+new ensemble can never be deployed with an old ensemble's map (the paper's "p1.5").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from muse.transforms.quantile import QuantileMap
+from muse.transforms.reference import Reference
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "QuantileArtifact",
+    "artifact_path",
+    "list_tenants",
+    "list_versions",
+    "read_artifact",
+    "reference_digest",
+    "write_artifact",
+]
+
+ARTIFACT_FORMAT = "muse/tq-artifact@1"
+DEFAULT_DIR = "default"
+TENANTS_DIR = "tenants"
+_VERSION = re.compile(r"^v(\d+)\.json$")
+#: Tenant names become folder names, so they are restricted to a portable alphabet.
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def reference_digest(reference: Reference) -> str:
+    """Hash of a reference's parameters: a map targets these, not just the reference's name."""
+    payload = json.dumps(reference.to_dict(), sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(payload).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileArtifact:
+    """A quantile map plus its provenance. ``tenant`` is None for a predictor's default map."""
+
+    quantile_map: QuantileMap
+    fingerprint: str
+    reference: str
+    reference_digest: str
+    version: int
+    tenant: str | None = None
+    predictor: str | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    method: str = "empirical"
+    window: Mapping[str, str] | None = None
+
+    @property
+    def label(self) -> str:
+        """``v<N>`` for a tenant map, ``default-v<N>`` for the cold-start map (as recorded in the lake)."""
+        return f"v{self.version}" if self.tenant is not None else f"default-v{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document written to disk."""
+        return {
+            "format": ARTIFACT_FORMAT,
+            "predictor": self.predictor,
+            "tenant": self.tenant,
+            "version": self.version,
+            "fingerprint": self.fingerprint,
+            "reference": self.reference,
+            "reference_digest": self.reference_digest,
+            "created_at": self.created_at,
+            "method": self.method,
+            "window": dict(self.window) if self.window is not None else None,
+            "map": self.quantile_map.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> QuantileArtifact:
+        """Parse and check a document written by :meth:`to_dict` (ValueError naming the problem)."""
+        if d.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(
+                f"expected an artifact of format {ARTIFACT_FORMAT!r}, got {d.get('format')!r}"
+            )
+        missing = [
+            k
+            for k in ("fingerprint", "reference", "reference_digest", "version", "map")
+            if k not in d
+        ]
+        if missing:
+            raise ValueError(f"artifact is missing key(s) {missing}")
+        version = d["version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ValueError(f"artifact version must be a non-negative int, got {version!r}")
+        return cls(
+            quantile_map=QuantileMap.from_dict(d["map"]),
+            fingerprint=str(d["fingerprint"]),
+            reference=str(d["reference"]),
+            reference_digest=str(d["reference_digest"]),
+            version=version,
+            tenant=d.get("tenant"),
+            predictor=d.get("predictor"),
+            created_at=str(d.get("created_at", "")),
+            method=str(d.get("method", "empirical")),
+            window=d.get("window"),
+        )
+
+
+def artifact_path(folder: Path, tenant: str | None, version: int) -> Path:
+    """Where version ``version`` of ``tenant``'s map (None: the default map) lives."""
+    return _slot(folder, tenant) / f"v{version}.json"
+
+
+def _slot(folder: Path, tenant: str | None) -> Path:
+    if tenant is None:
+        return folder / DEFAULT_DIR
+    if not TENANT_NAME.match(tenant):
+        raise ValueError(
+            f"tenant name {tenant!r} is not usable as a folder name; use letters, digits, '_', '-', '.'"
+        )
+    return folder / TENANTS_DIR / tenant
+
+
+def list_versions(folder: Path, tenant: str | None) -> list[int]:
+    """Versions present for ``tenant`` (None: the default map), ascending."""
+    slot = _slot(folder, tenant)
+    if not slot.is_dir():
+        return []
+    versions = [int(m.group(1)) for p in slot.iterdir() if (m := _VERSION.match(p.name))]
+    return sorted(versions)
+
+
+def list_tenants(folder: Path) -> list[str]:
+    """Tenants that have at least one map under ``folder``."""
+    root = folder / TENANTS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and list_versions(folder, p.name))
+
+
+def read_artifact(path: Path) -> QuantileArtifact:
+    """Load one artifact file (ValueError naming the file on any problem)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"cannot read T^Q artifact {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"T^Q artifact {path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"T^Q artifact {path} must hold a JSON object")
+    try:
+        return QuantileArtifact.from_dict(doc)
+    except ValueError as e:
+        raise ValueError(f"T^Q artifact {path}: {e}") from None
+
+
+def write_artifact(folder: Path, artifact: QuantileArtifact) -> Path:
+    """Write ``artifact`` under ``folder`` atomically (readers never see a partial file).
+
+    Refuses to overwrite an existing version: versions are immutable, so a deployment that
+    pinned one keeps meaning the same map.
+    """
+    path = artifact_path(folder, artifact.tenant, artifact.version)
+    if path.exists():
+        raise FileExistsError(
+            f"{path} exists; T^Q versions are immutable, write v{artifact.version + 1}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(artifact.to_dict(), indent=1) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.link(tmp, path)  # fails if another writer created the version meanwhile
+    finally:
+        os.unlink(tmp)
+    return path

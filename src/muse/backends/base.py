@@ -1,0 +1,169 @@
+"""The contract every model backend fulfils (paper §2.2: experts m_k behind one interface).
+
+A backend is one *physical* model: loaded once, shared by every predictor that names it
+(§2.2.1, infrastructure reuse). It declares the features it needs, in the order it needs
+them, and turns a batch of feature rows into positive-class probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from muse.errors import BackendError
+from muse.types import FeatureMatrix, ScoreArray
+
+__all__ = [
+    "BACKEND_KINDS",
+    "ModelBackend",
+    "ModelSpec",
+    "describe_exception",
+    "file_digest",
+    "model_digest",
+    "reject_unknown_options",
+    "resolve_feature_names",
+]
+
+#: Backend kinds that run in this process. Remote kinds (KServe V2) are added separately.
+BACKEND_KINDS: tuple[str, ...] = ("lightgbm", "onnx", "xgboost")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What is needed to load one model: plain values, no I/O at construction.
+
+    ``features`` overrides or supplies the feature names for formats that do not embed
+    them (a plain ONNX tensor input, an XGBoost model saved without names).
+    ``threads`` bounds the runtime's intra-op threads: serving parallelism comes from
+    worker processes, and a second thread pool per model would oversubscribe the cores.
+    """
+
+    kind: str
+    path: Path
+    features: tuple[str, ...] | None = None
+    threads: int = 1
+    options: tuple[tuple[str, str], ...] = field(default=())
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """One loaded model. Implementations are thread-safe for concurrent ``predict`` calls."""
+
+    @property
+    def kind(self) -> str:
+        """Backend kind, e.g. ``"lightgbm"``."""
+        ...
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Features the model needs, in column order of the matrix ``predict`` takes."""
+        ...
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` of the model file: the model's identity in predictor fingerprints."""
+        ...
+
+    def predict(self, features: FeatureMatrix) -> ScoreArray:
+        """Positive-class probabilities, shape ``(n_events,)``, for rows of ``features``.
+
+        ``features`` has shape ``(n_events, len(feature_names))``, dtype float64, finite.
+        """
+        ...
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of a model file, so a renamed or copied file keeps its identity."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def resolve_feature_names(
+    spec: ModelSpec,
+    embedded: Sequence[str] | None,
+    width: int | None,
+    *,
+    label: str,
+    missing_hint: str,
+) -> tuple[str, ...]:
+    """The feature names a backend serves: ``spec.features`` if given, else the model's own.
+
+    The names decide which event fields land in which column, so a count that disagrees
+    with the model, a duplicate or an empty name is refused at load time rather than
+    producing silently shifted columns on the request path. ``width`` is the number of
+    columns the model takes when the runtime knows it; ``label`` names the model in
+    messages and ``missing_hint`` says how to supply names when neither source has them.
+    """
+    if spec.features is not None:
+        names, origin = tuple(spec.features), "features given in the config"
+    elif embedded is not None:
+        names, origin = tuple(embedded), "feature names stored in the model"
+    else:
+        raise BackendError(
+            f"{label} has no feature names and none are given in the config; {missing_hint}",
+            model=str(spec.path),
+        )
+    if width is not None and len(names) != width:
+        raise BackendError(
+            f"{label} takes {width} feature(s) but the {origin} list {len(names)}: {names!r}; "
+            f"list exactly {width} names in the model's column order",
+            model=str(spec.path),
+        )
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise BackendError(
+            f"{label}: feature names must be non-empty strings, got {bad!r} in the {origin}",
+            model=str(spec.path),
+        )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BackendError(
+            f"{label}: duplicate feature name(s) {duplicates!r} in the {origin}; "
+            "each column needs its own name",
+            model=str(spec.path),
+        )
+    return names
+
+
+def reject_unknown_options(spec: ModelSpec, allowed: Sequence[str], *, label: str) -> None:
+    """Refuse options a backend does not understand, so a typo is not silently ignored."""
+    unknown = sorted({key for key, _ in spec.options} - set(allowed))
+    if unknown:
+        accepted = ", ".join(repr(a) for a in allowed) if allowed else "none"
+        raise BackendError(
+            f"{label}: unknown option(s) {unknown!r} for kind {spec.kind!r}; accepted: {accepted}",
+            model=str(spec.path),
+        )
+
+
+def model_digest(spec: ModelSpec, *, label: str) -> str:
+    """:func:`file_digest` of ``spec.path``, with an unreadable file reported as a BackendError."""
+    try:
+        return file_digest(spec.path)
+    except OSError as exc:
+        raise BackendError(
+            f"{label} could not be read: {exc.strerror or exc}; check the path and its permissions",
+            model=str(spec.path),
+        ) from exc
+
+
+_XGBOOST_PREFIX = re.compile(r"^\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """First line of a runtime's error: XGBoost and ONNX Runtime append C++ stack traces.
+
+    XGBoost also prefixes a timestamp and its own source location, noise to an operator.
+    """
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = _XGBOOST_PREFIX.sub("", text.splitlines()[0])
+    return first.rstrip(".") or type(exc).__name__

@@ -1,0 +1,158 @@
+"""The ``muse`` command line: parse, call the core, map errors to exit codes.
+
+Exit codes: 0 success, 1 a check failed (reserved for report gates), 2 bad input or an
+invalid config — with a message naming what is wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from muse.errors import ConfigError, MuseError
+
+app = typer.Typer(
+    name="muse",
+    help="Serve multi-tenant risk scores whose distribution survives model updates.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigArg = Annotated[
+    Path, typer.Argument(help="Deployment config (muse.yaml).", show_default=False)
+]
+IntentOpt = Annotated[
+    list[str],
+    typer.Option("--intent", "-i", help="Intent attribute as key=value; repeat for several."),
+]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    # Messages quote user input (intents, paths, YAML): escaped, so "[...]" is not markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _parse_intent(pairs: list[str]) -> dict[str, str]:
+    intent: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--intent expects key=value, got {pair!r} (e.g. --intent tenant=bank1)")
+        intent[key.strip()] = value.strip()
+    return intent
+
+
+def _parse_features(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as e:
+            _fail(f"cannot read features file {text[1:]!r}: {e.strerror}")
+    try:
+        features = json.loads(text)
+    except json.JSONDecodeError as e:
+        _fail(f"--features is not valid JSON: {e}")
+    if not isinstance(features, dict):
+        _fail(
+            f"--features must be a JSON object of feature → number, got {type(features).__name__}"
+        )
+    return features
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check a config: schema, cross-references, artifacts and fingerprints. Exit 0 or 2."""
+    from muse.config import load_config
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as e:
+        err.print(f"[bold red]{escape(str(config))}: invalid[/]", highlight=False, soft_wrap=True)
+        for issue in e.issues:
+            err.print(f"  - {issue}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    table = Table(title=f"{escape(str(config))} — valid (version {escape(loaded.version)})")
+    for col in ("predictor", "experts", "fingerprint", "default map", "tenant maps"):
+        table.add_column(col)
+    for name, p in loaded.spec.predictors.items():
+        tq = loaded.transforms[name]
+        table.add_row(
+            name,
+            ", ".join(e.model for e in p.experts),
+            loaded.fingerprints[name],
+            tq.default.label,
+            ", ".join(f"{t}:{a.label}" for t, a in tq.tenants.items()) or "-",
+        )
+    out.print(table)
+
+
+@app.command()
+def route(config: ConfigArg, intent: IntentOpt) -> None:
+    """Show which predictor serves an intent and which shadow it."""
+    from muse.config import load_config
+
+    try:
+        r = load_config(config).router.route(_parse_intent(intent))
+    except MuseError as e:
+        _fail(str(e))
+    out.print_json(json.dumps({"live": r.live, "shadows": list(r.shadows), "rule": r.rule}))
+
+
+@app.command()
+def score(
+    config: ConfigArg,
+    intent: IntentOpt,
+    features: Annotated[
+        str, typer.Option("--features", "-f", help="Features as a JSON object, or @file.json.")
+    ],
+    event_id: Annotated[str | None, typer.Option(help="Event id to echo back.")] = None,
+) -> None:
+    """Score one event through the deployment, printing live and shadow results as JSON."""
+    from muse.service import ScoringService
+
+    parsed_intent = _parse_intent(intent)
+    parsed_features = _parse_features(features)
+    try:
+        service = ScoringService.from_config(config)
+        result = service.score(parsed_intent, parsed_features, event_id=event_id)
+    except MuseError as e:
+        _fail(str(e))
+
+    def row(s: Any) -> dict[str, Any]:
+        return {
+            "predictor": s.predictor,
+            "score": s.score,
+            "raw": s.raw,
+            "experts": dict(s.experts),
+            "fingerprint": s.fingerprint,
+            "tq_version": s.tq_version,
+        }
+
+    doc = {
+        "event_id": result.event_id,
+        "score": result.score,
+        "config_version": result.config_version,
+        "live": row(result.live),
+        "shadows": [row(s) for s in result.shadows],
+        "shadow_errors": dict(result.shadow_errors),
+    }
+    out.print_json(json.dumps(doc))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive only
+        sys.exit(130)

@@ -1,0 +1,595 @@
+"""The deployment config (``muse.yaml``): a frozen, validated tree mirroring the YAML.
+
+:func:`load_config` reads the file, validates every section, resolves cross-references
+(models of predictors, references, routing targets), reads the T^Q artifacts and checks
+each was fitted for its predictor's fingerprint — and reports *every* problem at once, each
+with its YAML path, so an operator fixes a config in one round trip. Model files are hashed
+(their identity in fingerprints), not loaded: loading is the service's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from muse.artifacts import (
+    QuantileArtifact,
+    artifact_path,
+    list_tenants,
+    list_versions,
+    read_artifact,
+    reference_digest,
+)
+from muse.backends.base import BACKEND_KINDS, ModelSpec, file_digest
+from muse.errors import ConfigError, ConfigIssue
+from muse.fingerprint import predictor_fingerprint
+from muse.routing import DEFAULT_ATTRIBUTES, Router
+from muse.transforms.reference import Reference
+
+__all__ = [
+    "DeploymentSpec",
+    "ExpertConfig",
+    "LoadedConfig",
+    "ModelConfig",
+    "PredictorConfig",
+    "PredictorTransforms",
+    "ReferenceConfig",
+    "load_config",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BetaParams(_Strict):
+    """Shape parameters of a Beta reference."""
+
+    a: float = Field(gt=0, allow_inf_nan=False, description="First shape parameter (> 0).")
+    b: float = Field(gt=0, allow_inf_nan=False, description="Second shape parameter (> 0).")
+
+
+class ReferenceConfig(_Strict):
+    """A reference distribution R: exactly one of ``beta``, ``quantiles`` or ``samples``."""
+
+    beta: BetaParams | None = Field(None, description="A Beta(a, b) distribution.")
+    quantiles: str | None = Field(
+        None,
+        description="JSON file {levels: [...], values: [...]}: e.g. a legacy system's score quantiles.",
+    )
+    samples: str | None = Field(
+        None,
+        description="File of scores in [0, 1]: .json list, .npy, or .parquet (column 'score').",
+    )
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ReferenceConfig:
+        given = [k for k in ("beta", "quantiles", "samples") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of beta, quantiles, samples (got {given or 'none'})"
+            )
+        return self
+
+
+class ModelConfig(_Strict):
+    """A physical model: the unit of sharing between predictors (paper §2.2.1)."""
+
+    backend: Literal["lightgbm", "onnx", "xgboost"] = Field(
+        description="Runtime that loads the file."
+    )
+    uri: str = Field(min_length=1, description="Model file, relative to the config file.")
+    undersampling: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="β: fraction of negatives kept when training (Eq. 3); 1 = no undersampling.",
+    )
+    features: tuple[str, ...] | None = Field(
+        None, description="Feature names, for model files that do not embed them."
+    )
+    threads: int = Field(1, ge=1, le=64, description="Intra-op threads of the runtime.")
+    description: str | None = None
+
+
+class ExpertConfig(_Strict):
+    """One expert of a predictor."""
+
+    model: str = Field(min_length=1, description="Name of a model under `models`.")
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False, description="Aggregation weight (> 0).")
+
+
+class PredictorConfig(_Strict):
+    """A predictor p = ⟨M, A, T^Q⟩ (paper §2.2.2)."""
+
+    experts: tuple[ExpertConfig, ...] = Field(min_length=1, description="Its experts M.")
+    aggregation: Literal["weighted_mean"] = Field("weighted_mean", description="Aggregation A.")
+    reference: str = Field(description="Name of the reference distribution its maps target.")
+    transforms: str = Field(
+        min_length=1, description="Folder of its T^Q artifacts, relative to the config file."
+    )
+    pins: Mapping[str, int] = Field(
+        default_factory=dict,
+        description="Tenant (or 'default') → T^Q version to deploy instead of the latest.",
+    )
+    description: str | None = None
+
+
+class IntentConfig(_Strict):
+    """Intent attributes clients may send, beyond tenant, geography, schema and channel."""
+
+    attributes: tuple[str, ...] = Field(default=(), description="Extra attribute names (singular).")
+
+    @field_validator("attributes")
+    @classmethod
+    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not name.isidentifier() or not name.islower():
+                raise ValueError(f"attribute names are lower-case identifiers, got {name!r}")
+        return v
+
+
+class DeploymentSpec(_Strict):
+    """The whole ``muse.yaml``."""
+
+    version: str | None = Field(None, description="Operator's name for this config version.")
+    intent: IntentConfig = Field(default_factory=IntentConfig)
+    references: Mapping[str, ReferenceConfig]
+    models: Mapping[str, ModelConfig]
+    predictors: Mapping[str, PredictorConfig]
+    routing: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorTransforms:
+    """The T^Q artifacts deployed for one predictor: its default map and tenants' own maps."""
+
+    default: QuantileArtifact
+    tenants: Mapping[str, QuantileArtifact]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated deployment: the spec plus everything resolved from it.
+
+    ``digest`` hashes the YAML and every file it resolved (models, artifacts, references),
+    so two loads with the same digest serve identical scores. ``version`` is the operator's
+    ``version`` when given, else the digest.
+    """
+
+    path: Path
+    spec: DeploymentSpec
+    digest: str
+    references: Mapping[str, Reference]
+    model_specs: Mapping[str, ModelSpec]
+    model_digests: Mapping[str, str]
+    fingerprints: Mapping[str, str]
+    transforms: Mapping[str, PredictorTransforms]
+    router: Router
+
+    @property
+    def version(self) -> str:
+        return self.spec.version or self.digest
+
+    def betas(self, predictor: str) -> list[float]:
+        """β of each expert of ``predictor``, in expert order."""
+        return [
+            self.spec.models[e.model].undersampling for e in self.spec.predictors[predictor].experts
+        ]
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read and validate ``muse.yaml``; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read config file {path}: {e.strerror}", source=str(path)
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"malformed YAML: {e}", source=str(path)) from None
+    return _Loader(path, text).load(raw)
+
+
+class _Loader:
+    """One load: collects issues while walking the document, then raises them all together."""
+
+    def __init__(self, path: Path, text: bytes) -> None:
+        self.path = path
+        self.base = path.parent
+        self.issues: list[ConfigIssue] = []
+        self.hash = hashlib.sha256(text)
+
+    def issue(self, where: str, message: str) -> None:
+        self.issues.append(ConfigIssue(where, message))
+
+    def load(self, raw: object) -> LoadedConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"the config must be a YAML mapping, got {type(raw).__name__}",
+                source=str(self.path),
+            )
+        sections: dict[str, type[BaseModel]] = {
+            "references": ReferenceConfig,
+            "models": ModelConfig,
+            "predictors": PredictorConfig,
+        }
+        # Each entry is validated on its own, so one broken model does not hide the others'
+        # problems, and cross-references can still be checked against every name.
+        entries: dict[str, dict[str, Any]] = {}
+        for section, schema in sections.items():
+            entries[section] = {}
+            block = raw.get(section)
+            if block is None:
+                self.issue(section, "required section is missing")
+                continue
+            if not isinstance(block, dict):
+                self.issue(
+                    section, f"must be a mapping of name → entry, got {type(block).__name__}"
+                )
+                continue
+            for name, body in block.items():
+                where = f"{section}.{name}"
+                if not isinstance(name, str) or not _valid_name(name):
+                    self.issue(
+                        where, "names use letters, digits, '_', '-', '.' and start alphanumeric"
+                    )
+                try:
+                    entries[section][str(name)] = schema.model_validate(body)
+                except ValidationError as e:
+                    self._pydantic(where, e)
+        for key in sorted(set(raw) - {"version", "intent", "routing", *sections}):
+            self.issue(
+                str(key),
+                "unknown top-level key; expected version, intent, references, models, predictors, routing",
+            )
+        intent = IntentConfig()
+        try:
+            intent = IntentConfig.model_validate(raw.get("intent") or {})
+        except ValidationError as e:
+            self._pydantic("intent", e)
+        version = raw.get("version")
+        if version is not None and not isinstance(version, str | int | float):
+            self.issue("version", f"must be a string, got {version!r}")
+
+        attributes = tuple(dict.fromkeys((*DEFAULT_ATTRIBUTES, *intent.attributes)))
+        router = self._router(raw.get("routing"), attributes)
+        references = self._references(entries["references"])
+        model_specs, digests = self._models(entries["models"])
+        fingerprints, transforms = self._predictors(
+            entries["predictors"],
+            entries["models"],
+            references,
+            digests,
+            _section_names(raw.get("models")),
+        )
+        if router is not None:
+            known = _section_names(raw.get("predictors"))
+            self._routing_targets(router, known)
+
+        if self.issues:
+            raise ConfigError(self.issues, source=str(self.path))
+        assert router is not None
+        spec = DeploymentSpec(
+            version=None if version is None else str(version),
+            intent=intent,
+            references=entries["references"],
+            models=entries["models"],
+            predictors=entries["predictors"],
+            routing=raw["routing"],
+        )
+        return LoadedConfig(
+            path=self.path,
+            spec=spec,
+            digest="cfg-" + self.hash.hexdigest()[:12],
+            references=MappingProxyType(references),
+            model_specs=MappingProxyType(model_specs),
+            model_digests=MappingProxyType(digests),
+            fingerprints=MappingProxyType(fingerprints),
+            transforms=MappingProxyType(transforms),
+            router=router,
+        )
+
+    # -- sections -----------------------------------------------------------------------
+
+    def _pydantic(self, where: str, error: ValidationError) -> None:
+        for err in error.errors():
+            loc = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check its spelling)"
+            elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+                # Our validators' own messages, without pydantic's "Value error, " prefix.
+                msg = str(err["ctx"]["error"])
+            elif "input" in err and err["type"] not in ("missing",):
+                msg = f"{msg} (got {err['input']!r})"
+            self.issue(loc, msg)
+
+    def _router(self, block: object, attributes: tuple[str, ...]) -> Router | None:
+        if block is None:
+            self.issue("routing", "required section is missing")
+            return None
+        if not isinstance(block, dict):
+            self.issue("routing", f"must be a mapping, got {type(block).__name__}")
+            return None
+        try:
+            return Router.from_config(block, attributes=attributes)
+        except ConfigError as e:
+            self.issues.extend(e.prefixed("routing").issues)
+            return None
+
+    def _routing_targets(self, router: Router, known: set[str]) -> None:
+        for i, rule in enumerate(router.scoring_rules):
+            if rule.target not in known:
+                self.issue(
+                    f"routing.scoringRules[{i}].targetPredictorName",
+                    f"unknown predictor {rule.target!r}; defined: {sorted(known)}",
+                )
+        for i, shadow in enumerate(router.shadow_rules):
+            for j, target in enumerate(shadow.targets):
+                if target not in known:
+                    self.issue(
+                        f"routing.shadowRules[{i}].targetPredictorNames[{j}]",
+                        f"unknown predictor {target!r}; defined: {sorted(known)}",
+                    )
+
+    def _references(self, specs: Mapping[str, ReferenceConfig]) -> dict[str, Reference]:
+        out: dict[str, Reference] = {}
+        for name, spec in specs.items():
+            where = f"references.{name}"
+            try:
+                if spec.beta is not None:
+                    out[name] = Reference.beta(spec.beta.a, spec.beta.b)
+                elif spec.quantiles is not None:
+                    data = self._read(where + ".quantiles", spec.quantiles)
+                    if data is None:
+                        continue  # unreadable: already reported by _read
+                    doc = _json(spec.quantiles, data)
+                    if not isinstance(doc, dict) or set(doc) != {"levels", "values"}:
+                        raise ValueError('the file must hold {"levels": [...], "values": [...]}')
+                    out[name] = Reference.from_quantiles(doc["levels"], doc["values"])
+                elif spec.samples is not None:
+                    out[name] = Reference.from_samples(
+                        self._samples(where + ".samples", spec.samples)
+                    )
+            except (ValueError, TypeError) as e:
+                self.issue(where, str(e))
+        return out
+
+    def _samples(self, where: str, uri: str) -> np.ndarray:
+        data = self._read(where, uri)
+        if data is None:
+            raise ValueError("the samples file could not be read")
+        suffix = Path(uri).suffix.lower()
+        if suffix == ".json":
+            return np.asarray(_json(uri, data), dtype=np.float64)
+        if suffix == ".npy":
+            import io
+
+            arr: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+            return arr.astype(np.float64)
+        if suffix == ".parquet":
+            import io
+
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(io.BytesIO(data))
+            column = "score" if "score" in table.column_names else table.column_names[0]
+            return np.asarray(table[column].to_numpy(), dtype=np.float64)
+        raise ValueError(f"samples file must be .json, .npy or .parquet, got {uri!r}")
+
+    def _read(self, where: str, uri: str) -> bytes | None:
+        p = self.base / uri
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            self.issue(where, f"cannot read {p}: {e.strerror}")
+            return None
+        self.hash.update(data)
+        return data
+
+    def _models(
+        self, specs: Mapping[str, ModelConfig]
+    ) -> tuple[dict[str, ModelSpec], dict[str, str]]:
+        model_specs: dict[str, ModelSpec] = {}
+        digests: dict[str, str] = {}
+        for name, m in specs.items():
+            where = f"models.{name}.uri"
+            p = (self.base / m.uri).resolve()
+            if m.backend not in BACKEND_KINDS:  # pragma: no cover - Literal already restricts it
+                self.issue(f"models.{name}.backend", f"unknown backend {m.backend!r}")
+                continue
+            if not p.is_file():
+                self.issue(where, f"model file {p} does not exist")
+                continue
+            try:
+                digests[name] = file_digest(p)
+            except OSError as e:
+                self.issue(where, f"cannot read model file {p}: {e.strerror}")
+                continue
+            self.hash.update(digests[name].encode())
+            model_specs[name] = ModelSpec(
+                kind=m.backend, path=p, features=m.features, threads=m.threads
+            )
+        return model_specs, digests
+
+    def _predictors(
+        self,
+        specs: Mapping[str, PredictorConfig],
+        models: Mapping[str, ModelConfig],
+        references: Mapping[str, Reference],
+        digests: Mapping[str, str],
+        model_names: set[str],
+    ) -> tuple[dict[str, str], dict[str, PredictorTransforms]]:
+        fingerprints: dict[str, str] = {}
+        transforms: dict[str, PredictorTransforms] = {}
+        for name, p in specs.items():
+            where = f"predictors.{name}"
+            ok = True
+            seen: set[str] = set()
+            for i, e in enumerate(p.experts):
+                if e.model not in model_names:
+                    self.issue(
+                        f"{where}.experts[{i}].model",
+                        f"unknown model {e.model!r}; defined: {sorted(model_names)}",
+                    )
+                    ok = False
+                elif e.model in seen:
+                    self.issue(f"{where}.experts[{i}].model", f"model {e.model!r} is listed twice")
+                    ok = False
+                elif e.model not in digests:
+                    ok = False  # the model's own entry is broken and was reported there
+                seen.add(e.model)
+            if p.reference not in references:
+                self.issue(
+                    f"{where}.reference",
+                    f"unknown reference {p.reference!r}; defined: {sorted(references)}",
+                )
+                ok = False
+            if not ok:
+                continue
+            fp = predictor_fingerprint(
+                [(digests[e.model], models[e.model].undersampling, e.weight) for e in p.experts],
+                p.aggregation,
+            )
+            fingerprints[name] = fp
+            loaded = self._transforms(where, name, p, fp, p.reference, references[p.reference])
+            if loaded is not None:
+                transforms[name] = loaded
+        return fingerprints, transforms
+
+    def _transforms(
+        self,
+        where: str,
+        predictor: str,
+        spec: PredictorConfig,
+        fingerprint: str,
+        ref_name: str,
+        reference: Reference,
+    ) -> PredictorTransforms | None:
+        folder = self.base / spec.transforms
+        ref_digest = reference_digest(reference)
+        pins = dict(spec.pins)
+
+        def pick(tenant: str | None) -> QuantileArtifact | None:
+            key = "default" if tenant is None else tenant
+            try:
+                versions = list_versions(folder, tenant)
+            except ValueError as e:  # a pinned tenant whose name cannot be a folder name
+                self.issue(f"{where}.pins.{key}", str(e))
+                return None
+            at = f"{where}.pins.{key}" if key in pins else f"{where}.transforms"
+            if key in pins:
+                if pins[key] not in versions:
+                    self.issue(
+                        at,
+                        f"pinned version v{pins[key]} of the {key!r} map does not exist at "
+                        f"{artifact_path(folder, tenant, pins[key])}; present: {[f'v{v}' for v in versions]}",
+                    )
+                    return None
+                version = pins[key]
+            elif not versions:
+                what = "default (cold-start) map" if tenant is None else f"map of tenant {tenant!r}"
+                self.issue(
+                    at,
+                    f"missing artifact file: no {what} at {artifact_path(folder, tenant, 0).parent}/v<N>.json; "
+                    "fit one (muse cold-start / muse fit quantiles)",
+                )
+                return None
+            else:
+                version = versions[-1]
+            file = artifact_path(folder, tenant, version)
+            try:
+                art = read_artifact(file)
+            except ValueError as e:
+                self.issue(at, str(e))
+                return None
+            self.hash.update(file.read_bytes())
+            problems = []
+            if art.version != version:
+                problems.append(f"records version {art.version} but is stored as v{version}")
+            if art.tenant != tenant:
+                problems.append(f"was fitted for tenant {art.tenant!r}, not {tenant!r}")
+            if art.fingerprint != fingerprint:
+                problems.append(
+                    f"fingerprint mismatch: the map was fitted for predictor fingerprint {art.fingerprint}, "
+                    f"but {predictor!r} now has {fingerprint} (its models, betas, weights or aggregation "
+                    "changed); fit a new map for this predictor"
+                )
+            if art.reference != ref_name or art.reference_digest != ref_digest:
+                problems.append(
+                    f"targets reference {art.reference!r} ({art.reference_digest}), but the predictor "
+                    f"uses {ref_name!r} ({ref_digest}); fit a new map"
+                )
+            for problem in problems:
+                self.issue(at, f"{file}: {problem}")
+            return None if problems else art
+
+        default = pick(None)
+        tenants: dict[str, QuantileArtifact] = {}
+        names = set(list_tenants(folder)) | {t for t in pins if t != "default"}
+        for tenant in sorted(names):
+            art = pick(tenant)
+            if art is not None:
+                tenants[tenant] = art
+        if default is None:
+            return None
+        return PredictorTransforms(default=default, tenants=MappingProxyType(tenants))
+
+
+def _section_names(block: object) -> set[str]:
+    """Names defined in a section, even if their entries are broken (not-a-mapping: none)."""
+    return {str(name) for name in block} if isinstance(block, dict) else set()
+
+
+def _json(uri: str, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{uri} is not valid JSON: {e}") from None
+
+
+def _valid_name(name: str) -> bool:
+    return _NAME.match(name) is not None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate keys: YAML would silently keep the last one,
+    and two predictors or models with one name is a mistake, not an override."""
+
+
+def _construct_mapping(
+    loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)

@@ -1,0 +1,144 @@
+"""A batch of events' features as named float64 columns.
+
+Each expert reads its own features in its own order (heterogeneous feature sets, paper
+§2.5.1), so the batch is kept columnar and a model's matrix is assembled on demand, once
+per distinct feature list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from muse.errors import FeatureError
+from muse.types import FeatureMatrix
+
+__all__ = ["FeatureTable"]
+
+
+class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
+    """Named, equally long, finite float64 columns — checked once, at construction.
+
+    Accepts a mapping of column name → sequence (a dict of lists or arrays, a pandas
+    DataFrame, a pyarrow Table via ``to_pydict``) or, with :meth:`from_rows`, one dict of
+    features per event. Non-numeric or non-finite values raise :class:`FeatureError` naming
+    the feature and the event index: a NaN must never become a score.
+    """
+
+    __slots__ = ("_columns", "_matrices", "_n")
+
+    def __init__(self, columns: Mapping[str, Any]) -> None:
+        cols: dict[str, npt.NDArray[np.float64]] = {}
+        n: int | None = None
+        for name in columns:
+            if not isinstance(name, str):
+                raise FeatureError(f"feature names must be strings, got {name!r}")
+            col = _column(name, columns[name])
+            if n is None:
+                n = col.shape[0]
+            elif col.shape[0] != n:
+                raise FeatureError(
+                    f"feature {name!r} has {col.shape[0]} values but earlier features have {n}",
+                    feature=name,
+                )
+            cols[name] = col
+        self._columns = cols
+        self._n = 0 if n is None else n
+        self._matrices: dict[tuple[str, ...], FeatureMatrix] = {}
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> FeatureTable:
+        """One mapping of feature → value per event; every event must have the same features."""
+        if not rows:
+            return cls({})
+        names = list(rows[0])
+        expected = set(names)
+        for i, row in enumerate(rows):
+            if set(row) != expected:
+                missing = sorted(expected - set(row))
+                extra = sorted(set(row) - expected)
+                feature = (missing or extra)[0]
+                raise FeatureError(
+                    f"event {i} has different features than event 0 (missing {missing}, extra {extra})",
+                    feature=feature,
+                    index=i,
+                )
+        return cls({name: [row[name] for row in rows] for name in names})
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> FeatureTable:
+        """A single event's features (the single-event request path)."""
+        return cls({name: (value,) for name, value in row.items()})
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
+        return self._columns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    @property
+    def n_events(self) -> int:
+        """Number of events (rows)."""
+        return self._n
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """Which of ``names`` this table lacks, in the given order."""
+        return [n for n in names if n not in self._columns]
+
+    def matrix(self, names: Sequence[str]) -> FeatureMatrix:
+        """Columns ``names`` as an ``(n_events, len(names))`` matrix, cached per name list."""
+        key = tuple(names)
+        m = self._matrices.get(key)
+        if m is None:
+            absent = self.missing(key)
+            if absent:
+                raise FeatureError(
+                    f"missing feature(s) {absent}; the model needs {list(key)}", feature=absent[0]
+                )
+            m = np.empty((self._n, len(key)), dtype=np.float64)
+            for j, name in enumerate(key):
+                m[:, j] = self._columns[name]
+            self._matrices[key] = m
+        return m
+
+    def take(self, indices: npt.NDArray[np.intp]) -> FeatureTable:
+        """The events at ``indices`` (already validated: no re-check)."""
+        sub = FeatureTable.__new__(FeatureTable)
+        sub._columns = {k: v[indices] for k, v in self._columns.items()}
+        sub._n = int(indices.shape[0])
+        sub._matrices = {}
+        return sub
+
+    def __repr__(self) -> str:
+        return f"FeatureTable(n_events={self._n}, features={list(self._columns)})"
+
+
+def _column(name: str, values: Any) -> npt.NDArray[np.float64]:
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        col = values.astype(np.float64, copy=False).ravel()
+    else:
+        seq = values if isinstance(values, np.ndarray | list | tuple) else list(values)
+        for i, v in enumerate(seq):
+            # bool is an int subclass, but "true" is not a numeric feature value.
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise FeatureError(
+                    f"feature {name!r} must be numeric, got {v!r} at event {i}",
+                    feature=name,
+                    index=i,
+                )
+        col = np.asarray(seq, dtype=np.float64).ravel()
+    finite = np.isfinite(col)
+    if not finite.all():
+        i = int(np.flatnonzero(~finite)[0])
+        raise FeatureError(
+            f"feature {name!r} must be finite, got {col[i]!r} at event {i}", feature=name, index=i
+        )
+    return col

@@ -1,0 +1,394 @@
+"""The scoring core: route → live predictor → shadows, over an immutable deployment snapshot.
+
+No HTTP here (STYLE rule 2): the ASGI app and the CLI only parse, call and map errors.
+A :class:`Snapshot` is everything one config version needs — router, compiled predictors,
+shared model backends — built and checked beside the live one, then swapped in with a
+single reference assignment, so a call that started on a snapshot finishes on it.
+
+Every physical model runs once per event, whichever predictors (live or shadow) use it,
+and its output feeds all of them (ARCHITECTURE invariant 5).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from muse.backends.base import ModelBackend
+from muse.backends.pool import ModelPool
+from muse.config import LoadedConfig, load_config
+from muse.errors import BackendError, FeatureError, IntentError, MuseError
+from muse.features.table import FeatureTable
+from muse.predictor import Expert, Predictor, PredictorResult, TenantMap
+from muse.routing import Route, Router
+from muse.transforms._checks import as_scores
+from muse.types import Intent, ScoreArray
+
+__all__ = ["PredictorScore", "ScoreResult", "ScoringService", "Snapshot", "build_snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorScore:
+    """One predictor's score for one event. ``role`` is ``"live"`` or ``"shadow"``."""
+
+    predictor: str
+    role: str
+    score: float
+    raw: float
+    experts: Mapping[str, float]
+    fingerprint: str
+    tq_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """The outcome for one event: the live score (what the client gets) and the shadows.
+
+    ``shadow_errors`` maps a shadow predictor that could not score this event to why; a
+    shadow failure never fails the event (ARCHITECTURE invariant 3).
+    """
+
+    event_id: str | None
+    intent: Mapping[str, str]
+    live: PredictorScore
+    shadows: tuple[PredictorScore, ...]
+    shadow_errors: Mapping[str, str]
+    config_version: str
+
+    @property
+    def score(self) -> float:
+        """The live final score."""
+        return self.live.score
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """One deployed config version: router, compiled predictors and their shared backends."""
+
+    config: LoadedConfig
+    router: Router
+    predictors: Mapping[str, Predictor]
+    backends: Mapping[str, ModelBackend]
+    known_features: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = frozenset(f for b in self.backends.values() for f in b.feature_names)
+        object.__setattr__(self, "known_features", names)
+
+    @property
+    def version(self) -> str:
+        return self.config.version
+
+
+def build_snapshot(config: LoadedConfig, pool: ModelPool) -> Snapshot:
+    """Compile ``config`` into a snapshot, loading models through ``pool`` (shared, reused).
+
+    A model whose declared features disagree with its file, or that fails to load, is a
+    :class:`ConfigError`-worthy problem reported as :class:`BackendError` naming the model.
+    """
+    backends: dict[str, ModelBackend] = {}
+    for name, spec in config.model_specs.items():
+        try:
+            backends[name] = pool.get(spec)
+        except BackendError as e:
+            raise BackendError(f"model {name!r}: {e}", model=name) from None
+    predictors: dict[str, Predictor] = {}
+    for name, pspec in config.spec.predictors.items():
+        betas = config.betas(name)
+        experts = tuple(
+            Expert(model=e.model, backend=backends[e.model], beta=b, weight=e.weight)
+            for e, b in zip(pspec.experts, betas, strict=True)
+        )
+        tq = config.transforms[name]
+        predictor = Predictor(
+            name=name,
+            experts=experts,
+            default_map=TenantMap(tq.default.quantile_map, tq.default.label),
+            tenant_maps={t: TenantMap(a.quantile_map, a.label) for t, a in tq.tenants.items()},
+            aggregation=pspec.aggregation,
+        )
+        if predictor.fingerprint != config.fingerprints[name]:  # pragma: no cover - same inputs
+            raise BackendError(f"predictor {name!r}: fingerprint changed while loading its models")
+        predictors[name] = predictor
+    return Snapshot(
+        config=config,
+        router=config.router,
+        predictors=MappingProxyType(predictors),
+        backends=MappingProxyType(backends),
+    )
+
+
+class ScoringService:
+    """Scores events against the current snapshot; :meth:`reload` swaps in a new one.
+
+    Thread-safe: scoring reads the snapshot reference once per call; reloads are serialised.
+    """
+
+    def __init__(self, snapshot: Snapshot, pool: ModelPool) -> None:
+        self._snapshot = snapshot
+        self._pool = pool
+        self._reload_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, path: str | Path, *, pool: ModelPool | None = None) -> ScoringService:
+        """Load ``muse.yaml``, load its models once each, compile its predictors."""
+        pool = pool if pool is not None else ModelPool()
+        return cls(build_snapshot(load_config(path), pool), pool)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot new calls score on."""
+        return self._snapshot
+
+    @property
+    def pool(self) -> ModelPool:
+        return self._pool
+
+    def reload(self, path: str | Path | None = None) -> Snapshot:
+        """Build a snapshot from ``path`` (default: the current config file) and swap it in.
+
+        Models already loaded are reused. On any error the current snapshot keeps serving
+        and the error propagates (ARCHITECTURE invariant 4).
+        """
+        with self._reload_lock:
+            new = build_snapshot(load_config(path or self._snapshot.config.path), self._pool)
+            self._snapshot = new
+            self._pool.retain(new.config.model_specs.values())
+            return new
+
+    # -- scoring ------------------------------------------------------------------------
+
+    def route(self, intent: Intent) -> Route:
+        """The live and shadow predictors for ``intent`` under the current snapshot."""
+        return self._snapshot.router.route(intent)
+
+    def score(
+        self,
+        intent: Intent,
+        features: Mapping[str, Any],
+        *,
+        event_id: str | None = None,
+        shadows: bool = True,
+    ) -> ScoreResult:
+        """Score one event; raises on bad input (IntentError, FeatureError, NoRouteError)."""
+        return self.score_batch(
+            [intent],
+            FeatureTable.from_row(features),
+            event_ids=None if event_id is None else [event_id],
+            shadows=shadows,
+        )[0]
+
+    def score_batch(
+        self,
+        intents: Sequence[Intent],
+        features: FeatureTable | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        event_ids: Sequence[str] | None = None,
+        shadows: bool = True,
+    ) -> list[ScoreResult]:
+        """Score many events (any mix of tenants and routes) in one pass per model.
+
+        ``features`` is a :class:`FeatureTable`, a mapping of feature → column, or one
+        mapping per event. A bad event rejects the whole batch with an error naming its
+        index, before anything is scored.
+        """
+        snap = self._snapshot
+        table = _as_table(features)
+        n = len(intents)
+        if table.n_events != n and len(table) > 0:
+            raise FeatureError(f"got {n} intents but features for {table.n_events} events")
+        if event_ids is not None and len(event_ids) != n:
+            raise FeatureError(f"got {n} intents but {len(event_ids)} event ids")
+        unknown = [f for f in table if f not in snap.known_features]
+        if unknown:
+            raise FeatureError(
+                f"unknown feature(s) {sorted(unknown)}: no model of this deployment uses them",
+                feature=sorted(unknown)[0],
+            )
+        plan = _Plan.build(snap, intents, shadows)
+        outputs, failed = self._run_models(snap, table, plan)
+        return plan.assemble(snap, outputs, failed, event_ids)
+
+    def _run_models(
+        self, snap: Snapshot, table: FeatureTable, plan: _Plan
+    ) -> tuple[dict[str, ScoreArray], dict[str, str]]:
+        outputs: dict[str, ScoreArray] = {}
+        failed: dict[str, str] = {}
+        n = plan.n
+        for model, idx in plan.model_events().items():
+            backend = snap.backends[model]
+            live_idx = plan.live_model_events.get(model)
+            missing = table.missing(backend.feature_names)
+            if missing:
+                if live_idx is not None:
+                    raise FeatureError(
+                        f"missing feature {missing[0]!r} (event {int(live_idx[0])}); "
+                        f"model {model!r} needs {list(backend.feature_names)}",
+                        feature=missing[0],
+                        index=int(live_idx[0]),
+                    )
+                failed[model] = f"missing feature(s) {missing} for model {model!r}"
+                continue
+            sub = table if idx.shape[0] == n else table.take(idx)
+            try:
+                y = as_scores(
+                    backend.predict(sub.matrix(backend.feature_names)), f"output of model {model!r}"
+                )
+            except (MuseError, ValueError, RuntimeError) as e:
+                if live_idx is not None:
+                    if isinstance(e, BackendError):
+                        raise
+                    raise BackendError(f"model {model!r} failed: {e}", model=model) from e
+                failed[model] = f"model {model!r} failed: {e}"
+                continue
+            full = np.full(n, np.nan)
+            full[idx] = y
+            outputs[model] = full
+        return outputs, failed
+
+
+def _as_table(
+    features: FeatureTable | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> FeatureTable:
+    if isinstance(features, FeatureTable):
+        return features
+    if isinstance(features, Mapping):
+        return FeatureTable(features)
+    return FeatureTable.from_rows(features)
+
+
+@dataclass
+class _Plan:
+    """Which predictor scores which events in which role, and so which model runs where."""
+
+    n: int
+    intents: list[dict[str, str]]
+    routes: list[Route]
+    tenants: list[str]
+    # (predictor, tenant) → event indices
+    live_groups: dict[tuple[str, str], list[int]]
+    shadow_groups: dict[tuple[str, str], list[int]]
+    live_model_events: dict[str, np.ndarray]
+    _model_events: dict[str, np.ndarray]
+
+    @classmethod
+    def build(cls, snap: Snapshot, intents: Sequence[Intent], shadows: bool) -> _Plan:
+        routes: list[Route] = []
+        tenants: list[str] = []
+        clean: list[dict[str, str]] = []
+        cache: dict[tuple[tuple[str, str], ...], Route] = {}
+        live_groups: dict[tuple[str, str], list[int]] = {}
+        shadow_groups: dict[tuple[str, str], list[int]] = {}
+        for i, intent in enumerate(intents):
+            if not isinstance(intent, Mapping):
+                raise IntentError(
+                    f"intent of event {i} must be a mapping, got {type(intent).__name__}"
+                )
+            tenant = intent.get("tenant")
+            if not isinstance(tenant, str) or not tenant:
+                raise IntentError(
+                    f"intent of event {i} must name its tenant (a non-empty string), got {tenant!r}",
+                    attribute="tenant",
+                )
+            key = tuple(sorted(intent.items()))
+            route = cache.get(key)
+            if route is None:
+                try:
+                    route = snap.router.route(intent)
+                except IntentError as e:
+                    raise IntentError(f"event {i}: {e}", attribute=e.attribute) from None
+                cache[key] = route
+            routes.append(route)
+            tenants.append(tenant)
+            clean.append(dict(intent))
+            live_groups.setdefault((route.live, tenant), []).append(i)
+            if shadows:
+                for s in route.shadows:
+                    shadow_groups.setdefault((s, tenant), []).append(i)
+        live_models: dict[str, set[int]] = {}
+        all_models: dict[str, set[int]] = {}
+        for groups, target in ((live_groups, live_models), (shadow_groups, None)):
+            for (pname, _), idx in groups.items():
+                for m in snap.predictors[pname].models:
+                    all_models.setdefault(m, set()).update(idx)
+                    if target is not None:
+                        target.setdefault(m, set()).update(idx)
+        return cls(
+            n=len(intents),
+            intents=clean,
+            routes=routes,
+            tenants=tenants,
+            live_groups=live_groups,
+            shadow_groups=shadow_groups,
+            live_model_events={
+                m: np.array(sorted(s), dtype=np.intp) for m, s in live_models.items()
+            },
+            _model_events={m: np.array(sorted(s), dtype=np.intp) for m, s in all_models.items()},
+        )
+
+    def model_events(self) -> dict[str, np.ndarray]:
+        """Model → the events it must score (live or shadow), each event once."""
+        return self._model_events
+
+    def assemble(
+        self,
+        snap: Snapshot,
+        outputs: Mapping[str, ScoreArray],
+        failed: Mapping[str, str],
+        event_ids: Sequence[str] | None,
+    ) -> list[ScoreResult]:
+        live: list[PredictorScore | None] = [None] * self.n
+        shadow: list[list[PredictorScore]] = [[] for _ in range(self.n)]
+        errors: list[dict[str, str]] = [{} for _ in range(self.n)]
+        for role, groups in (("live", self.live_groups), ("shadow", self.shadow_groups)):
+            for (pname, tenant), idx_list in groups.items():
+                predictor = snap.predictors[pname]
+                broken = [failed[m] for m in predictor.models if m in failed]
+                if broken:  # only shadows can get here: live failures raised already
+                    for i in idx_list:
+                        errors[i][pname] = "; ".join(broken)
+                    continue
+                idx = np.array(idx_list, dtype=np.intp)
+                res = predictor.score_outputs(
+                    {m: outputs[m][idx] for m in predictor.models}, tenant
+                )
+                for k, i in enumerate(idx_list):
+                    ps = _one(res, k, role)
+                    if role == "live":
+                        live[i] = ps
+                    else:
+                        shadow[i].append(ps)
+        results: list[ScoreResult] = []
+        for i in range(self.n):
+            ps_live = live[i]
+            assert ps_live is not None
+            order = {name: j for j, name in enumerate(self.routes[i].shadows)}
+            results.append(
+                ScoreResult(
+                    event_id=None if event_ids is None else event_ids[i],
+                    intent=self.intents[i],
+                    live=ps_live,
+                    shadows=tuple(sorted(shadow[i], key=lambda s: order[s.predictor])),
+                    shadow_errors=errors[i],
+                    config_version=snap.version,
+                )
+            )
+        return results
+
+
+def _one(res: PredictorResult, k: int, role: str) -> PredictorScore:
+    return PredictorScore(
+        predictor=res.predictor,
+        role=role,
+        score=float(res.score[k]),
+        raw=float(res.raw[k]),
+        experts={m: float(v[k]) for m, v in res.experts.items()},
+        fingerprint=res.fingerprint,
+        tq_version=res.tq_version,
+    )

@@ -1,0 +1,84 @@
+"""Imports flow downward only (STYLE rule 3), checked by walking every module's imports.
+
+The pure core — transforms, routing, predictor — must stay usable offline and free of
+serving, I/O and config code, so batch scoring and serving share one code path.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "muse"
+
+#: Layer of each top-level module or package of muse; a module may import its own layer or below.
+LAYERS: dict[str, int] = {
+    "errors": 0,
+    "types": 0,
+    "fingerprint": 0,
+    "transforms": 1,
+    "routing": 1,
+    "_routing_config": 1,
+    "features": 1,
+    "datasets": 1,
+    "backends": 2,
+    "artifacts": 2,
+    "predictor": 2,
+    "config": 3,
+    "service": 4,
+    "scorelog": 4,
+    "fitting": 5,
+    "evaluation": 5,
+    "serving": 5,
+    "cli": 6,
+}
+#: Third-party packages the pure core must not import at module level (request path stays lean).
+HEAVY = {"pyarrow", "scipy", "pandas", "starlette", "fastapi", "uvicorn", "yaml", "pydantic"}
+PURE = {"transforms", "routing", "_routing_config", "predictor", "features"}
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py"))
+
+
+def _top(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(tree: ast.Module, module_level_only: bool) -> list[str]:
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    names: list[str] = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_flow_downward(path: Path) -> None:
+    top = _top(path)
+    if top == "__init__":
+        return
+    assert top in LAYERS, f"{top} has no layer: add it to LAYERS (and to the README's layout)"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for name in _imports(tree, module_level_only=False):
+        parts = name.split(".")
+        if parts[0] != "muse" or len(parts) < 2:
+            continue
+        target = parts[1]
+        assert LAYERS[target] <= LAYERS[top], (
+            f"{path.name} ({top}) imports {name} from a higher layer"
+        )
+    if top in PURE:
+        for name in _imports(tree, module_level_only=True):
+            assert name.split(".")[0] not in HEAVY, f"pure module {path.name} imports {name}"
+
+
+def test_every_layer_exists_or_is_planned() -> None:
+    present = {_top(p) for p in _modules()} - {"__init__", "cli"}
+    assert present <= set(LAYERS)

@@ -1,0 +1,195 @@
+"""The predictor DAG (paper §2.2, Eq. 2): experts → T^C → A → T^Q of the tenant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from muse.errors import BackendError, FeatureError
+from muse.features import FeatureTable
+from muse.predictor import Expert, Predictor, TenantMap
+from muse.transforms import QuantileMap, Reference, posterior_correction, weighted_mean
+from tests.fakes import FunctionBackend, logistic
+from tests.strategies import betas, weights
+
+REF = Reference.beta(0.8, 9.0)
+FEATURES = ("a", "b", "c")
+
+
+def _map(seed: int, version: str) -> TenantMap:
+    rng = np.random.default_rng(seed)
+    return TenantMap(QuantileMap.fit(rng.beta(1.5, 20 + seed, 5000), REF, n_quantiles=200), version)
+
+
+def _ensemble(tenant_maps: dict[str, TenantMap] | None = None) -> Predictor:
+    return Predictor(
+        name="p",
+        experts=(
+            Expert("m1", logistic("m1", ("a", "b"), 2.0, -3.0), beta=0.18, weight=1.0),
+            Expert("m2", logistic("m2", ("b", "c"), 1.0, -2.0), beta=0.02, weight=2.0),
+            Expert("m3", logistic("m3", ("a",), 3.0, -4.0), beta=1.0, weight=1.0),
+        ),
+        default_map=_map(0, "default-v0"),
+        tenant_maps=tenant_maps or {},
+    )
+
+
+def _table(n: int, seed: int = 0) -> FeatureTable:
+    rng = np.random.default_rng(seed)
+    return FeatureTable({f: rng.normal(size=n) for f in FEATURES})
+
+
+def test_ensemble_score_follows_eq2() -> None:
+    p = _ensemble({"bank1": _map(1, "v1")})
+    table = _table(500)
+    res = p.score(table, "bank1")
+    raw = np.column_stack([res.experts[m] for m in ("m1", "m2", "m3")])
+    corrected = np.column_stack(
+        [posterior_correction(raw[:, k], b) for k, b in enumerate((0.18, 0.02, 1.0))]
+    )
+    expected_raw = weighted_mean(corrected, [1.0, 2.0, 1.0])
+    assert np.allclose(res.raw, expected_raw, rtol=0, atol=1e-15)
+    assert np.array_equal(res.score, p.tenant_maps["bank1"].quantile_map(res.raw))
+    assert res.tq_version == "v1"
+    assert res.tenant == "bank1"
+    assert res.fingerprint == p.fingerprint
+    assert len(res) == 500
+
+
+def test_single_model_skips_correction_and_aggregation() -> None:
+    backend = logistic("m1", ("a", "b"), 2.0, -3.0)
+    p = Predictor("single", (Expert("m1", backend, beta=0.02),), _map(0, "default-v0"))
+    res = p.score(_table(100), "anyone")
+    assert np.array_equal(res.raw, res.experts["m1"])  # no T^C although β = 0.02
+    assert np.array_equal(res.score, p.default_map.quantile_map(res.raw))
+
+
+def test_tenant_without_own_map_gets_the_cold_start_default() -> None:
+    p = _ensemble({"bank1": _map(1, "v1")})
+    table = _table(50)
+    own, cold = p.score(table, "bank1"), p.score(table, "newcomer")
+    assert cold.tq_version == "default-v0"
+    assert np.array_equal(own.raw, cold.raw)
+    assert not np.array_equal(own.score, cold.score)
+
+
+def test_each_expert_receives_exactly_its_own_features() -> None:
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def spy(name: str, features: tuple[str, ...]) -> FunctionBackend:
+        def fn(X: np.ndarray) -> np.ndarray:
+            seen[name] = X.shape
+            return np.full(X.shape[0], 0.5)
+
+        return FunctionBackend(name, features, fn)
+
+    p = Predictor(
+        "p",
+        (Expert("m1", spy("m1", ("c", "a")), 0.5), Expert("m2", spy("m2", ("b",)), 0.5)),
+        _map(0, "d"),
+    )
+    table = FeatureTable({"a": [1.0, 2.0], "b": [3.0, 4.0], "c": [5.0, 6.0]})
+    p.score(table, "t")
+    assert seen == {"m1": (2, 2), "m2": (2, 1)}
+    assert table.matrix(("c", "a")).tolist() == [[5.0, 1.0], [6.0, 2.0]]
+
+
+@given(st.integers(min_value=0, max_value=2**31 - 1))
+def test_single_event_path_equals_batch_path(seed: int) -> None:
+    p = _ensemble({"bank1": _map(1, "v1")})
+    table = _table(20, seed)
+    batch = p.score(table, "bank1")
+    for i in range(20):
+        one = p.score(table.take(np.array([i])), "bank1")
+        assert one.raw[0] == batch.raw[i]
+        assert one.score[0] == batch.score[i]
+
+
+@given(
+    st.lists(st.tuples(betas, weights), min_size=2, max_size=4),
+    st.lists(st.floats(0, 1), min_size=4, max_size=4),
+)
+def test_aggregate_lies_within_corrected_expert_range(
+    members: list[tuple[float, float]], raw: list[float]
+) -> None:
+    experts = tuple(
+        Expert(f"m{k}", logistic(f"m{k}", ("a",)), beta=b, weight=w)
+        for k, (b, w) in enumerate(members)
+    )
+    p = Predictor("p", experts, _map(0, "d"))
+    row = np.array([raw[: len(members)]])
+    corrected = [posterior_correction([v], b)[0] for v, (b, _) in zip(row[0], members, strict=True)]
+    agg = p.aggregate(row)[0]
+    assert min(corrected) <= agg <= max(corrected)
+
+
+def test_fingerprint_ignores_names_order_and_weight_scale_but_not_betas() -> None:
+    b1, b2 = logistic("x", ("a",)), logistic("y", ("a",))
+    base = Predictor("p", (Expert("m1", b1, 0.1, 1.0), Expert("m2", b2, 0.2, 3.0)), _map(0, "d"))
+    same = Predictor("q", (Expert("k2", b2, 0.2, 6.0), Expert("k1", b1, 0.1, 2.0)), _map(1, "d"))
+    other_beta = Predictor(
+        "p", (Expert("m1", b1, 0.1, 1.0), Expert("m2", b2, 0.3, 3.0)), _map(0, "d")
+    )
+    other_weight = Predictor(
+        "p", (Expert("m1", b1, 0.1, 1.0), Expert("m2", b2, 0.2, 2.0)), _map(0, "d")
+    )
+    assert base.fingerprint == same.fingerprint
+    assert base.fingerprint != other_beta.fingerprint
+    assert base.fingerprint != other_weight.fingerprint
+
+
+def test_invalid_predictors_are_rejected() -> None:
+    b = logistic("x", ("a",))
+    with pytest.raises(ValueError, match="at least one expert"):
+        Predictor("p", (), _map(0, "d"))
+    with pytest.raises(ValueError, match="twice"):
+        Predictor("p", (Expert("m", b), Expert("m", b)), _map(0, "d"))
+    with pytest.raises(ValueError, match="beta"):
+        Expert("m", b, beta=0.0)
+    with pytest.raises(ValueError, match="> 0"):
+        Expert("m", b, weight=-1.0)
+    with pytest.raises(ValueError, match="aggregation"):
+        Predictor("p", (Expert("m", b),), _map(0, "d"), aggregation="median")
+
+
+def test_missing_feature_names_it() -> None:
+    p = _ensemble()
+    with pytest.raises(FeatureError, match="'c'") as info:
+        p.score(FeatureTable({"a": [0.1], "b": [0.2]}), "t")
+    assert info.value.feature == "c"
+
+
+def test_model_emitting_garbage_is_a_backend_error_not_a_score() -> None:
+    bad = FunctionBackend("bad", ("a",), lambda X: np.full(X.shape[0], np.nan))
+    p = Predictor("p", (Expert("bad", bad),), _map(0, "d"))
+    with pytest.raises(BackendError, match="bad"):
+        p.score(_table(3), "t")
+
+
+@pytest.mark.parametrize(
+    ("columns", "message", "feature", "index"),
+    [
+        ({"a": [0.1, float("nan")]}, "finite", "a", 1),
+        ({"a": [0.1, "x"]}, "numeric", "a", 1),
+        ({"a": [True]}, "numeric", "a", 0),
+        ({"a": [0.1, 0.2], "b": [0.3]}, "values", "b", None),
+    ],
+)
+def test_feature_table_rejects_bad_values(
+    columns: dict[str, list[object]], message: str, feature: str, index: int | None
+) -> None:
+    with pytest.raises(FeatureError, match=message) as info:
+        FeatureTable(columns)
+    assert info.value.feature == feature
+    assert info.value.index == index
+
+
+def test_feature_table_from_rows_requires_the_same_features_per_event() -> None:
+    with pytest.raises(FeatureError, match="event 1") as info:
+        FeatureTable.from_rows([{"a": 1.0, "b": 2.0}, {"a": 1.0}])
+    assert info.value.index == 1
+    t = FeatureTable.from_rows([{"a": 1, "b": 2.5}, {"a": 3, "b": 4.5}])
+    assert t.n_events == 2
+    assert t.matrix(("b", "a")).tolist() == [[2.5, 1.0], [4.5, 3.0]]

@@ -1,0 +1,61 @@
+"""The bundled quickstart: its artifacts are exactly what its build script produces."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
+
+
+def _build_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("quickstart_build", QUICKSTART / "build.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    out = {}
+    for sub in ("models", "transforms"):
+        for p in sorted((root / sub).rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(root))] = p.read_bytes()
+    out["sample_event.json"] = (root / "sample_event.json").read_bytes()
+    return out
+
+
+@pytest.mark.slow
+def test_build_script_reproduces_the_committed_artifacts_byte_for_byte(tmp_path: Path) -> None:
+    build = _build_module()
+    assert build.main(["--out", str(tmp_path / "qs")]) == 0
+    fresh, committed = _files(tmp_path / "qs"), _files(QUICKSTART)
+    assert sorted(fresh) == sorted(committed)
+    changed = [name for name in fresh if fresh[name] != committed[name]]
+    assert not changed, f"rebuild differs in {changed}: run `make quickstart` and commit"
+
+
+def test_build_script_refuses_to_overwrite_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "models").mkdir()
+    assert _build_module().main(["--out", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_quickstart_has_three_tenants_two_predictors_and_a_shadow_rule() -> None:
+    from muse.config import load_config
+
+    config = load_config(QUICKSTART / "muse.yaml")
+    assert set(config.spec.predictors) == {"single-v1", "ensemble-v1"}
+    assert [e.model for e in config.spec.predictors["ensemble-v1"].experts] == ["m1", "m2", "m3"]
+    assert {config.spec.models[m].undersampling for m in ("m1", "m2", "m3")} == {0.18, 0.02}
+    assert {m.backend for m in config.spec.models.values()} == {"lightgbm", "onnx", "xgboost"}
+    assert set(config.transforms["ensemble-v1"].tenants) == {"bank1", "bank2"}
+    assert len(config.router.shadow_rules) == 1
