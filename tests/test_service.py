@@ -223,3 +223,23 @@ def test_scores_are_deterministic_and_within_unit_interval(service: ScoringServi
     b = np.array([r.score for r in service.score_batch(intents, columns)])
     assert np.array_equal(a, b)
     assert ((a >= 0) & (a <= 1)).all()
+
+
+def test_a_model_named_by_three_predictors_is_loaded_once(tmp_path: Path) -> None:
+    config = _copy_quickstart(tmp_path)
+    # A third predictor on m1 alone: same fingerprint as single-v1, so its maps are valid.
+    shutil.copytree(tmp_path / "transforms" / "single-v1", tmp_path / "transforms" / "single-v1b")
+    config.write_text(
+        config.read_text().replace(
+            "\nrouting:",
+            "\n  single-v1b:\n    experts: [{model: m1}]\n    reference: fraud-v1\n"
+            "    transforms: transforms/single-v1b\n\nrouting:",
+        )
+    )
+    service = ScoringService.from_config(config)
+    predictors = service.snapshot.predictors
+    users_of_m1 = [p for p in predictors.values() if "m1" in p.models]
+    assert len(users_of_m1) == 3
+    assert service.pool.loads == 3  # m1, m2, m3: one load per distinct model file
+    backends = {id(e.backend) for p in users_of_m1 for e in p.experts if e.model == "m1"}
+    assert len(backends) == 1

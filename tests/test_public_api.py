@@ -1,0 +1,121 @@
+"""The public API is a contract (tools outside this repository call it): pin the names."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+PUBLIC = {
+    "muse.transforms": [
+        "QuantileMap",
+        "Reference",
+        "default_levels",
+        "posterior_correction",
+        "weighted_mean",
+    ],
+    "muse.routing": [
+        "DEFAULT_ATTRIBUTES",
+        "Route",
+        "Router",
+        "ScoringRule",
+        "ShadowRule",
+        "condition_key",
+    ],
+    "muse.predictor": ["Expert", "Predictor", "PredictorResult", "TenantMap"],
+    "muse.backends": [
+        "BACKEND_KINDS",
+        "LightGBMBackend",
+        "ModelBackend",
+        "ModelPool",
+        "ModelSpec",
+        "OnnxBackend",
+        "XGBoostBackend",
+        "file_digest",
+        "load_backend",
+    ],
+    "muse.service": [
+        "PredictorScore",
+        "ScoreResult",
+        "ScoringService",
+        "Snapshot",
+        "build_snapshot",
+    ],
+    "muse.fitting": ["required_samples"],
+    "muse.errors": [
+        "BackendError",
+        "ConfigError",
+        "ConfigIssue",
+        "FeatureError",
+        "IntentError",
+        "MuseError",
+        "NoRouteError",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_all_is_pinned(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert sorted(mod.__all__) == sorted(PUBLIC[module])
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("func", "params"),
+    [
+        ("muse.transforms:posterior_correction", ["scores", "beta"]),
+        ("muse.transforms:weighted_mean", ["scores", "weights"]),
+        ("muse.fitting:required_samples", ["alert_rate", "rel_error", "z"]),
+        ("muse.config:load_config", ["path"]),
+    ],
+)
+def test_signatures_are_pinned(func: str, params: list[str]) -> None:
+    module, name = func.split(":")
+    assert (
+        list(inspect.signature(getattr(importlib.import_module(module), name)).parameters) == params
+    )
+
+
+def test_contract_methods_exist() -> None:
+    from muse.routing import Router
+    from muse.service import ScoringService
+    from muse.transforms import QuantileMap, Reference
+
+    assert list(inspect.signature(QuantileMap.fit).parameters)[:3] == [
+        "raw_scores",
+        "reference",
+        "n_quantiles",
+    ]
+    assert inspect.signature(QuantileMap.fit).parameters["n_quantiles"].default == 1000
+    for name in ("beta", "from_samples", "from_quantiles", "ppf", "cdf"):
+        assert callable(getattr(Reference, name))
+    for name in ("to_dict", "from_dict", "__call__"):
+        assert callable(getattr(QuantileMap, name))
+    assert callable(Router.from_config)
+    assert callable(Router.route)
+    for name in ("from_config", "score", "score_batch"):
+        assert callable(getattr(ScoringService, name))
+
+
+def test_errors_also_derive_from_the_right_builtins() -> None:
+    from muse import errors
+
+    assert issubclass(errors.ConfigError, ValueError)
+    assert issubclass(errors.NoRouteError, LookupError)
+    assert issubclass(errors.FeatureError, ValueError)
+    assert issubclass(errors.IntentError, ValueError)
+    assert issubclass(errors.BackendError, RuntimeError)
+    for cls in (errors.ConfigError, errors.NoRouteError, errors.FeatureError, errors.BackendError):
+        assert issubclass(cls, errors.MuseError)
+
+
+def test_importing_muse_loads_no_model_runtime() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, muse, muse.backends, muse.transforms; print(sorted(m for m in ('lightgbm','onnxruntime','xgboost','scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
