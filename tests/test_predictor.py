@@ -174,6 +174,7 @@ def test_model_emitting_garbage_is_a_backend_error_not_a_score() -> None:
         ({"a": [0.1, float("nan")]}, "finite", "a", 1),
         ({"a": [0.1, "x"]}, "numeric", "a", 1),
         ({"a": [True]}, "numeric", "a", 0),
+        ({"a": [0.5, 10**400]}, "out of range", "a", 1),
         ({"a": [0.1, 0.2], "b": [0.3]}, "values", "b", None),
     ],
 )

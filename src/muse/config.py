@@ -10,6 +10,7 @@ with its YAML path, so an operator fixes a config in one round trip. Model files
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -202,7 +203,10 @@ def load_config(path: str | Path) -> LoadedConfig:
             f"cannot read config file {path}: {e.strerror}", source=str(path)
         ) from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        # A named stream, so YAML errors point at the file rather than "<byte string>".
+        stream = io.BytesIO(text)
+        stream.name = str(path)
+        raw = yaml.load(stream, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML: {e}", source=str(path)) from None
     return _Loader(path, text).load(raw)
@@ -381,13 +385,9 @@ class _Loader:
         if suffix == ".json":
             return np.asarray(_json(uri, data), dtype=np.float64)
         if suffix == ".npy":
-            import io
-
             arr: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
             return arr.astype(np.float64)
         if suffix == ".parquet":
-            import io
-
             import pyarrow.parquet as pq
 
             table = pq.read_table(io.BytesIO(data))

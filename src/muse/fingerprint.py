@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 
 __all__ = ["predictor_fingerprint"]
@@ -30,7 +31,10 @@ def predictor_fingerprint(
         canon = [[members[0][0], 1.0, 1.0]]
         aggregation = "identity"
     else:
-        total = sum(w for _, _, w in members)
-        canon = sorted([d, float(b), float(w) / total] for d, b, w in members)
+        # fsum is correctly rounded, hence independent of member order; rounding the
+        # normalised weights to 12 significant digits absorbs the last-ulp differences
+        # that scaling all weights by a constant leaves behind.
+        total = math.fsum(float(w) for _, _, w in members)
+        canon = sorted([d, float(b), float(f"{float(w) / total:.12g}")] for d, b, w in members)
     payload = json.dumps({"aggregation": aggregation, "experts": canon}, sort_keys=True)
     return "fp-" + hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -134,11 +134,29 @@ def _column(name: str, values: Any) -> npt.NDArray[np.float64]:
                     feature=name,
                     index=i,
                 )
-        col = np.asarray(seq, dtype=np.float64).ravel()
+        try:
+            col = np.asarray(seq, dtype=np.float64).ravel()
+        except OverflowError:  # an int beyond float range, e.g. 10**400 from JSON
+            i = next(k for k, v in enumerate(seq) if not _fits_float(v))
+            raise FeatureError(
+                f"feature {name!r} must be a finite number, got an integer out of range at event {i}",
+                feature=name,
+                index=i,
+            ) from None
     finite = np.isfinite(col)
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
         raise FeatureError(
-            f"feature {name!r} must be finite, got {col[i]!r} at event {i}", feature=name, index=i
+            f"feature {name!r} must be finite, got {float(col[i])!r} at event {i}",
+            feature=name,
+            index=i,
         )
     return col
+
+
+def _fits_float(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return False
+    return True
