@@ -290,3 +290,28 @@ def test_console_script_exit_codes(broken: Deployment) -> None:
     assert intent.returncode == 2
     assert "--intent expects key=value" in intent.stderr
     assert "Traceback" not in intent.stderr
+
+
+def test_validate_loads_the_models_and_reports_a_corrupt_one(tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from muse.cli import app
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
+    for name in ("models", "transforms"):
+        shutil.copytree(root / name, tmp_path / name)
+    shutil.copy(root / "muse.yaml", tmp_path / "muse.yaml")
+    # A features list of the wrong length: the config schema accepts it, only loading the
+    # model can tell it does not match the file.
+    text = (tmp_path / "muse.yaml").read_text()
+    text = text.replace(
+        "m1: {backend: lightgbm, uri: models/m1.txt, undersampling: 0.18}",
+        "m1: {backend: lightgbm, uri: models/m1.txt, undersampling: 0.18, features: [a, b]}",
+    )
+    (tmp_path / "muse.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "muse.yaml")])
+    assert result.exit_code == 2
+    assert "m1" in result.stderr
+    assert "Traceback" not in result.output

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from muse.errors import ConfigError, MuseError
+from muse.errors import BackendError, ConfigError, MuseError
 
 app = typer.Typer(
     name="muse",
@@ -72,14 +72,21 @@ def _parse_features(text: str) -> dict[str, Any]:
 
 @app.command()
 def validate(config: ConfigArg) -> None:
-    """Check a config: schema, cross-references, artifacts and fingerprints. Exit 0 or 2."""
+    """Check a config: schema, cross-references, artifacts, fingerprints, and that every
+    model loads and declares its features. Exit 0, or 2 listing every problem."""
+    from muse.backends import ModelPool
     from muse.config import load_config
+    from muse.service import build_snapshot
 
     try:
         loaded = load_config(config)
-    except ConfigError as e:
+        # Loading the models catches what hashing cannot: a corrupt file, a regression
+        # objective, a features list that does not match the model.
+        build_snapshot(loaded, ModelPool())
+    except (ConfigError, BackendError) as e:
+        issues = e.issues if isinstance(e, ConfigError) else [str(e)]
         err.print(f"[bold red]{escape(str(config))}: invalid[/]", highlight=False, soft_wrap=True)
-        for issue in e.issues:
+        for issue in issues:
             err.print(f"  - {issue}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     table = Table(title=f"{escape(str(config))} — valid (version {escape(loaded.version)})")
