@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from muse.datasets import generate_events, make_tenants
+from muse.datasets import EventFrame, generate_events, make_tenants
 from muse.features import FeatureTable
 from muse.fitting import required_samples
+from muse.predictor import Predictor
 from muse.service import ScoringService
 from muse.transforms import QuantileMap
 
@@ -44,7 +45,7 @@ def test_two_predictors_give_a_tenant_the_same_reference_alert_rates() -> None:
     single, ensemble = snapshot.predictors["single-v1"], snapshot.predictors["ensemble-v1"]
     assert single.models != ensemble.models
 
-    def raw(predictor, events):  # type: ignore[no-untyped-def]
+    def raw(predictor: Predictor, events: EventFrame) -> np.ndarray:
         return predictor.score(FeatureTable(dict(events.features)), "bank2").raw
 
     raws = {p.name: (raw(p, fit_events), raw(p, test_events)) for p in (single, ensemble)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 
 
-def _build_module():  # type: ignore[no-untyped-def]
+def _build_module() -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("quickstart_build", QUICKSTART / "build.py")
     assert spec is not None
     assert spec.loader is not None

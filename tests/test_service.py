@@ -11,7 +11,7 @@ import pytest
 
 from muse.backends import ModelBackend, ModelPool, ModelSpec
 from muse.config import load_config
-from muse.datasets import generate_events, make_tenants
+from muse.datasets import EventFrame, generate_events, make_tenants
 from muse.errors import BackendError, ConfigError, FeatureError, IntentError, NoRouteError
 from muse.service import ScoringService, build_snapshot
 from muse.types import FeatureMatrix, ScoreArray
@@ -64,7 +64,7 @@ def counted() -> tuple[ScoringService, CountingPool]:
 
 
 @pytest.fixture(scope="module")
-def events():  # type: ignore[no-untyped-def]
+def events() -> EventFrame:
     tenants = make_tenants(3, seed=11, names=("bank1", "bank2", "fintech3"))
     return generate_events(tenants, 600, seed=9)
 
@@ -96,7 +96,9 @@ def test_shadow_reuses_the_live_models_outputs(service: ScoringService) -> None:
     assert r.shadows[0].experts["m1"] == r.live.experts["m1"]
 
 
-def test_batch_equals_single_events_for_mixed_tenants(service: ScoringService, events) -> None:  # type: ignore[no-untyped-def]
+def test_batch_equals_single_events_for_mixed_tenants(
+    service: ScoringService, events: EventFrame
+) -> None:
     n = 60
     intents = [events.intents(i) for i in range(n)]
     rows = [r["features"] for r in events.to_rows(limit=n)]
@@ -108,7 +110,9 @@ def test_batch_equals_single_events_for_mixed_tenants(service: ScoringService, e
         assert [s.score for s in one.shadows] == [s.score for s in batch[i].shadows]
 
 
-def test_each_model_runs_once_per_event_across_live_and_shadow(counted, events) -> None:  # type: ignore[no-untyped-def]
+def test_each_model_runs_once_per_event_across_live_and_shadow(
+    counted: tuple[ScoringService, CountingPool], events: EventFrame
+) -> None:
     service, pool = counted
     n = 300
     intents = [events.intents(i) for i in range(n)]
@@ -122,7 +126,9 @@ def test_each_model_runs_once_per_event_across_live_and_shadow(counted, events) 
     assert all(len(r.shadows) == (0 if r.intent["tenant"] == "bank1" else 1) for r in results)
 
 
-def test_a_failing_shadow_model_never_fails_the_live_score(counted) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_shadow_model_never_fails_the_live_score(
+    counted: tuple[ScoringService, CountingPool],
+) -> None:
     service, pool = counted
     before = service.score({"tenant": "bank2"}, SAMPLE)
     pool.wrapped["m3.json"].fail = True
@@ -216,7 +222,9 @@ def test_reload_swaps_atomically_reuses_models_and_rejects_invalid_configs(tmp_p
     assert service.score({"tenant": "bank2"}, SAMPLE).config_version == "quickstart-2"
 
 
-def test_scores_are_deterministic_and_within_unit_interval(service: ScoringService, events) -> None:  # type: ignore[no-untyped-def]
+def test_scores_are_deterministic_and_within_unit_interval(
+    service: ScoringService, events: EventFrame
+) -> None:
     intents = [events.intents(i) for i in range(len(events))]
     columns = {f: events.features[f] for f in events.feature_names}
     a = np.array([r.score for r in service.score_batch(intents, columns)])
