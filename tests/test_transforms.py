@@ -340,3 +340,35 @@ def test_quantile_map_call_rejects_non_finite() -> None:
     qm = QuantileMap.fit(np.linspace(0, 1, 100), REF)
     with pytest.raises(ValueError, match="finite"):
         qm([0.1, float("inf")])
+
+
+@given(samples, st.integers(0, 2**32 - 1))
+def test_bucket_index_of_large_batches_equals_the_binary_search(x: np.ndarray, seed: int) -> None:
+    # Batches of >= 512 scores locate knots through a bucket index; it must agree exactly
+    # with the scalar path's bisection, including at knots and one ulp either side of them.
+    qm = QuantileMap.fit(x, REF, n_quantiles=60)
+    rng = np.random.default_rng(seed)
+    probe = np.concatenate(
+        [
+            rng.uniform(-0.1, 1.1, 600),
+            qm.source,
+            np.nextafter(qm.source, -1.0),
+            np.nextafter(qm.source, 2.0),
+        ]
+    )
+    assert probe.size >= 512
+    batch = qm(probe)
+    assert batch.tolist() == [qm.map_one(float(v)) for v in probe]
+    order = np.argsort(probe, kind="stable")
+    assert (np.diff(batch[order]) >= 0).all()
+
+
+def test_bucket_index_on_a_realistic_map_matches_the_binary_search() -> None:
+    from muse.transforms.quantile import _BucketIndex
+
+    rng = np.random.default_rng(5)
+    qm = QuantileMap.fit(rng.beta(2.0, 30.0, 200_000), REF)
+    index = _BucketIndex.build(qm.source)
+    assert index is not None
+    x = np.clip(rng.beta(2.0, 30.0, 100_000), qm.source[0], qm.source[-1])
+    assert np.array_equal(index.locate(x), np.searchsorted(qm.source, x, side="right") - 1)

@@ -22,7 +22,7 @@ from muse.errors import BackendError
 from muse.features.table import FeatureTable
 from muse.fingerprint import predictor_fingerprint
 from muse.transforms._checks import as_scores
-from muse.transforms.aggregation import check_weights, mean_unchecked
+from muse.transforms.aggregation import check_weights, mean_columns
 from muse.transforms.correction import check_beta
 from muse.transforms.quantile import QuantileMap
 from muse.types import ScoreArray
@@ -147,7 +147,7 @@ class Predictor:
             score = np.array([final])
             raw = np.array([agg])
         else:
-            raw = self.aggregate(np.column_stack(raws))
+            raw = self._aggregate_columns(raws)
             score = tmap.quantile_map.map_unchecked(raw)
         return PredictorResult(
             predictor=self.name,
@@ -165,16 +165,18 @@ class Predictor:
         Written as per-column passes so that the single-event path (:meth:`_score_one`)
         performs the same IEEE operations and agrees bit for bit.
         """
-        if raw.shape[1] == 1:
-            return raw[:, 0].copy()
-        corrected = np.empty_like(raw)
-        for k, (beta, _) in enumerate(self._scalar):
-            s = raw[:, k]
+        return self._aggregate_columns([raw[:, k] for k in range(raw.shape[1])])
+
+    def _aggregate_columns(self, raws: list[ScoreArray]) -> ScoreArray:
+        if len(raws) == 1:
+            return raws[0].copy()
+        corrected = []
+        for s, (beta, _) in zip(raws, self._scalar, strict=True):
             num = s * beta
             den = 1.0 - s
             den += num
-            np.divide(num, den, out=corrected[:, k])
-        return mean_unchecked(corrected, self._weights)
+            corrected.append(np.divide(num, den, out=num))
+        return mean_columns(corrected, self._weights)
 
     def _score_one(self, raws: list[float], qm: QuantileMap) -> tuple[float, float]:
         if len(raws) == 1:
