@@ -194,3 +194,38 @@ def test_feature_table_from_rows_requires_the_same_features_per_event() -> None:
     t = FeatureTable.from_rows([{"a": 1, "b": 2.5}, {"a": 3, "b": 4.5}])
     assert t.n_events == 2
     assert t.matrix(("b", "a")).tolist() == [[2.5, 1.0], [4.5, 3.0]]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"a": float("nan")}, "finite, got nan"),
+        ({"a": float("-inf")}, "finite, got -inf"),
+        ({"a": 10**400}, "out of range"),
+        ({"a": True}, "numeric"),
+        ({"a": "1.5"}, "numeric"),
+        ({"a": None}, "numeric"),
+    ],
+)
+def test_single_row_path_rejects_what_the_batch_path_rejects(
+    row: dict[str, object], message: str
+) -> None:
+    with pytest.raises(FeatureError, match=message) as one:
+        FeatureTable.from_row(row)
+    with pytest.raises(FeatureError, match=message.split(",")[0]) as many:
+        FeatureTable({k: [v] for k, v in row.items()})
+    assert one.value.feature == many.value.feature == "a"
+    assert one.value.index == many.value.index == 0
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from("abcdef"), st.floats(-1e6, 1e6) | st.integers(-(10**6), 10**6), min_size=1
+    )
+)
+def test_single_row_table_equals_the_columnar_table(row: dict[str, float]) -> None:
+    names = tuple(row)
+    one = FeatureTable.from_row(row)
+    many = FeatureTable({k: [v] for k, v in row.items()})
+    assert one.n_events == many.n_events == 1
+    assert np.array_equal(one.matrix(names), many.matrix(names))

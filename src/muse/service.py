@@ -358,8 +358,7 @@ class _Plan:
                 res = predictor.score_outputs(
                     {m: outputs[m][idx] for m in predictor.models}, tenant
                 )
-                for k, i in enumerate(idx_list):
-                    ps = _one(res, k, role)
+                for i, ps in zip(idx_list, _per_event(res, role), strict=True):
                     if role == "live":
                         live[i] = ps
                     else:
@@ -382,13 +381,22 @@ class _Plan:
         return results
 
 
-def _one(res: PredictorResult, k: int, role: str) -> PredictorScore:
-    return PredictorScore(
-        predictor=res.predictor,
-        role=role,
-        score=float(res.score[k]),
-        raw=float(res.raw[k]),
-        experts={m: float(v[k]) for m, v in res.experts.items()},
-        fingerprint=res.fingerprint,
-        tq_version=res.tq_version,
-    )
+def _per_event(res: PredictorResult, role: str) -> list[PredictorScore]:
+    # Arrays become Python floats in one ``tolist`` each: per-element ``float(a[k])`` was
+    # the bulk of a large batch's time.
+    models = list(res.experts)
+    columns = [res.experts[m].tolist() for m in models]
+    return [
+        PredictorScore(
+            predictor=res.predictor,
+            role=role,
+            score=score,
+            raw=raw,
+            experts=dict(zip(models, expert_row, strict=True)),
+            fingerprint=res.fingerprint,
+            tq_version=res.tq_version,
+        )
+        for score, raw, *expert_row in zip(
+            res.score.tolist(), res.raw.tolist(), *columns, strict=True
+        )
+    ]

@@ -7,6 +7,7 @@ per distinct feature list.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -70,8 +71,40 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> FeatureTable:
-        """A single event's features (the single-event request path)."""
-        return cls({name: (value,) for name, value in row.items()})
+        """A single event's features (the single-event request path).
+
+        Checked with plain-float arithmetic and stored as views of one array: building one
+        numpy column per feature cost more than running a small model.
+        """
+        names = list(row)
+        values = list(row.values())
+        for name, v in zip(names, values, strict=True):
+            if not isinstance(name, str):
+                raise FeatureError(f"feature names must be strings, got {name!r}")
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise FeatureError(
+                    f"feature {name!r} must be numeric, got {v!r} at event 0", feature=name, index=0
+                )
+            try:
+                finite = math.isfinite(v)
+            except OverflowError:  # an int beyond float range, e.g. 10**400 from JSON
+                raise FeatureError(
+                    f"feature {name!r} must be a finite number, got an integer out of range at event 0",
+                    feature=name,
+                    index=0,
+                ) from None
+            if not finite:
+                raise FeatureError(
+                    f"feature {name!r} must be finite, got {float(v)!r} at event 0",
+                    feature=name,
+                    index=0,
+                )
+        arr = np.array(values, dtype=np.float64)
+        table = cls.__new__(cls)
+        table._columns = {name: arr[j : j + 1] for j, name in enumerate(names)}
+        table._n = 1 if names else 0
+        table._matrices = {}
+        return table
 
     def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
         return self._columns[name]
