@@ -251,3 +251,29 @@ def test_a_model_named_by_three_predictors_is_loaded_once(tmp_path: Path) -> Non
     assert service.pool.loads == 3  # m1, m2, m3: one load per distinct model file
     backends = {id(e.backend) for p in users_of_m1 for e in p.experts if e.model == "m1"}
     assert len(backends) == 1
+
+
+def test_shadows_keep_route_order_whatever_the_batch_order(tmp_path: Path) -> None:
+    config = _copy_quickstart(tmp_path)
+    shutil.copytree(tmp_path / "transforms" / "single-v1", tmp_path / "transforms" / "single-v1b")
+    text = config.read_text().replace(
+        "\nrouting:",
+        "\n  single-v1b:\n    experts: [{model: m1}]\n    reference: fraud-v1\n"
+        "    transforms: transforms/single-v1b\n\nrouting:",
+    )
+    text = text.replace(
+        "  shadowRules:\n",
+        "  shadowRules:\n"
+        "    - condition: {channels: [web]}\n"
+        "      targetPredictorNames: [single-v1b]\n",
+    )
+    config.write_text(text)
+    service = ScoringService.from_config(config)
+    pos = {"tenant": "fintech3", "channel": "pos"}
+    web = {"tenant": "fintech3", "channel": "web"}
+    assert service.route(web).shadows == ("single-v1b", "ensemble-v1")
+    # The pos event comes first, so the ensemble's group is filled before single-v1b's.
+    results = service.score_batch([pos, web], [SAMPLE, SAMPLE])
+    assert [s.predictor for s in results[0].shadows] == ["ensemble-v1"]
+    assert [s.predictor for s in results[1].shadows] == ["single-v1b", "ensemble-v1"]
+    assert results[1].shadow_errors == {}

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,9 +33,12 @@ from muse.types import Intent, ScoreArray
 __all__ = ["PredictorScore", "ScoreResult", "ScoringService", "Snapshot", "build_snapshot"]
 
 
-@dataclass(frozen=True, slots=True)
-class PredictorScore:
-    """One predictor's score for one event. ``role`` is ``"live"`` or ``"shadow"``."""
+class PredictorScore(NamedTuple):
+    """One predictor's score for one event. ``role`` is ``"live"`` or ``"shadow"``.
+
+    Immutable named tuples rather than frozen dataclasses: a batch creates one per event
+    and predictor, and a frozen dataclass costs several times more to construct.
+    """
 
     predictor: str
     role: str
@@ -46,8 +49,7 @@ class PredictorScore:
     tq_version: str
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreResult:
+class ScoreResult(NamedTuple):
     """The outcome for one event: the live score (what the client gets) and the shadows.
 
     ``shadow_errors`` maps a shadow predictor that could not score this event to why; a
@@ -268,7 +270,7 @@ class _Plan:
     """Which predictor scores which events in which role, and so which model runs where."""
 
     n: int
-    intents: list[dict[str, str]]
+    intents: list[Intent]
     routes: list[Route]
     tenants: list[str]
     # (predictor, tenant) → event indices
@@ -281,7 +283,7 @@ class _Plan:
     def build(cls, snap: Snapshot, intents: Sequence[Intent], shadows: bool) -> _Plan:
         routes: list[Route] = []
         tenants: list[str] = []
-        clean: list[dict[str, str]] = []
+        clean: list[Intent] = []
         cache: dict[tuple[tuple[str, str], ...], Route] = {}
         live_groups: dict[tuple[str, str], list[int]] = {}
         shadow_groups: dict[tuple[str, str], list[int]] = {}
@@ -296,7 +298,8 @@ class _Plan:
                     f"intent of event {i} must name its tenant (a non-empty string), got {tenant!r}",
                     attribute="tenant",
                 )
-            key = tuple(sorted(intent.items()))
+            # Unsorted: the same attributes in another order only miss the cache.
+            key = tuple(intent.items())
             route = cache.get(key)
             if route is None:
                 try:
@@ -306,7 +309,7 @@ class _Plan:
                 cache[key] = route
             routes.append(route)
             tenants.append(tenant)
-            clean.append(dict(intent))
+            clean.append(intent)
             live_groups.setdefault((route.live, tenant), []).append(i)
             if shadows:
                 for s in route.shadows:
@@ -343,42 +346,54 @@ class _Plan:
         failed: Mapping[str, str],
         event_ids: Sequence[str] | None,
     ) -> list[ScoreResult]:
+        # Per-event containers are created only where needed: a large batch allocating
+        # two empty containers per event spent much of its time in the garbage collector.
         live: list[PredictorScore | None] = [None] * self.n
-        shadow: list[list[PredictorScore]] = [[] for _ in range(self.n)]
-        errors: list[dict[str, str]] = [{} for _ in range(self.n)]
+        shadow: dict[int, list[PredictorScore]] = {}
+        errors: dict[int, dict[str, str]] = {}
         for role, groups in (("live", self.live_groups), ("shadow", self.shadow_groups)):
             for (pname, tenant), idx_list in groups.items():
                 predictor = snap.predictors[pname]
                 broken = [failed[m] for m in predictor.models if m in failed]
                 if broken:  # only shadows can get here: live failures raised already
+                    message = "; ".join(broken)
                     for i in idx_list:
-                        errors[i][pname] = "; ".join(broken)
+                        errors.setdefault(i, {})[pname] = message
                     continue
                 idx = np.array(idx_list, dtype=np.intp)
                 res = predictor.score_outputs(
                     {m: outputs[m][idx] for m in predictor.models}, tenant
                 )
-                for i, ps in zip(idx_list, _per_event(res, role), strict=True):
-                    if role == "live":
+                scores = _per_event(res, role)
+                if role == "live":
+                    for i, ps in zip(idx_list, scores, strict=True):
                         live[i] = ps
-                    else:
-                        shadow[i].append(ps)
+                else:
+                    for i, ps in zip(idx_list, scores, strict=True):
+                        shadow.setdefault(i, []).append(ps)
+        version = snap.version
         results: list[ScoreResult] = []
         for i in range(self.n):
             ps_live = live[i]
             assert ps_live is not None
-            order = {name: j for j, name in enumerate(self.routes[i].shadows)}
+            mine = shadow.get(i, ())
+            if len(mine) > 1:  # groups may have filled them out of route order
+                order = self.routes[i].shadows
+                mine = sorted(mine, key=lambda s: order.index(s.predictor))
             results.append(
                 ScoreResult(
                     event_id=None if event_ids is None else event_ids[i],
                     intent=self.intents[i],
                     live=ps_live,
-                    shadows=tuple(sorted(shadow[i], key=lambda s: order[s.predictor])),
-                    shadow_errors=errors[i],
-                    config_version=snap.version,
+                    shadows=tuple(mine),
+                    shadow_errors=errors.get(i, _NO_ERRORS),
+                    config_version=version,
                 )
             )
         return results
+
+
+_NO_ERRORS: Mapping[str, str] = MappingProxyType({})
 
 
 def _per_event(res: PredictorResult, role: str) -> list[PredictorScore]:
