@@ -12,7 +12,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
 
 from muse.errors import BackendError
 from muse.types import FeatureMatrix, ScoreArray
@@ -167,3 +169,58 @@ def describe_exception(exc: BaseException) -> str:
         return type(exc).__name__
     first = _XGBOOST_PREFIX.sub("", text.splitlines()[0])
     return first.rstrip(".") or type(exc).__name__
+
+
+class InProcessBackend:
+    """What the in-process backends share: a loaded runtime object and its identity.
+
+    Subclasses set ``kind``, build themselves in a ``load(spec)`` classmethod (all I/O
+    there; ``__init__`` only wires loaded parts together) and implement ``predict``.
+    """
+
+    kind: ClassVar[str] = ""
+    __slots__ = ("_digest", "_feature_names", "_model", "_path", "_threads")
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        feature_names: tuple[str, ...],
+        digest: str,
+        path: Path,
+        threads: int = 1,
+    ) -> None:
+        self._model = model
+        self._feature_names = feature_names
+        self._digest = digest
+        self._path = path
+        self._threads = threads
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self._feature_names
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    def _scoring_error(self, features: FeatureMatrix, exc: BaseException) -> BackendError:
+        """The error for a runtime that failed on a matrix, naming file, shape and cause."""
+        return BackendError(
+            f"{self._label} failed to score a matrix of shape {np.shape(features)!r} "
+            f"(expected (n, {len(self._feature_names)})): {describe_exception(exc)}",
+            model=str(self._path),
+        )
+
+    @property
+    def _label(self) -> str:
+        return f"{_LABELS.get(self.kind, self.kind)} model {str(self._path)!r}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(path={str(self._path)!r}, features={len(self._feature_names)}, "
+            f"threads={self._threads}, digest={self._digest[:19]!r})"
+        )
+
+
+_LABELS = {"lightgbm": "LightGBM", "onnx": "ONNX", "xgboost": "XGBoost"}

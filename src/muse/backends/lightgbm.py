@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightgbm
 import numpy as np
 
 from muse.backends.base import (
+    InProcessBackend,
     ModelSpec,
     describe_exception,
     model_digest,
@@ -25,7 +25,7 @@ __all__ = ["LightGBMBackend"]
 _BINARY_OBJECTIVES = frozenset({"binary"})
 
 
-class LightGBMBackend:
+class LightGBMBackend(InProcessBackend):
     """A LightGBM binary classifier loaded from a text model file (``Booster.save_model``).
 
     Build it with :meth:`load`; ``__init__`` only wires already-loaded parts together.
@@ -33,22 +33,7 @@ class LightGBMBackend:
     per-call checks beyond what LightGBM does itself, because it runs once per event.
     """
 
-    __slots__ = ("_booster", "_digest", "_feature_names", "_path", "_threads")
-
-    def __init__(
-        self,
-        booster: Any,
-        *,
-        feature_names: tuple[str, ...],
-        digest: str,
-        path: Path,
-        threads: int = 1,
-    ) -> None:
-        self._booster = booster
-        self._feature_names = feature_names
-        self._digest = digest
-        self._path = path
-        self._threads = threads
+    kind = "lightgbm"
 
     @classmethod
     def load(cls, spec: ModelSpec) -> LightGBMBackend:
@@ -76,36 +61,13 @@ class LightGBMBackend:
             booster, feature_names=names, digest=digest, path=spec.path, threads=spec.threads
         )
 
-    @property
-    def kind(self) -> str:
-        return "lightgbm"
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self._feature_names
-
-    @property
-    def digest(self) -> str:
-        return self._digest
-
     def predict(self, features: FeatureMatrix) -> ScoreArray:
         """Positive-class probabilities for the rows of ``features`` (see :class:`ModelBackend`)."""
         try:
-            scores = self._booster.predict(features, num_threads=self._threads)
+            scores = self._model.predict(features, num_threads=self._threads)
         except Exception as exc:
-            raise BackendError(
-                f"LightGBM model {str(self._path)!r} failed to score a matrix of shape "
-                f"{np.shape(features)!r} (expected (n, {len(self._feature_names)})): "
-                f"{describe_exception(exc)}",
-                model=str(self._path),
-            ) from exc
+            raise self._scoring_error(features, exc) from exc
         return np.asarray(scores, dtype=np.float64)
-
-    def __repr__(self) -> str:
-        return (
-            f"LightGBMBackend(path={str(self._path)!r}, features={len(self._feature_names)}, "
-            f"threads={self._threads}, digest={self._digest[:19]!r})"
-        )
 
 
 def _require_binary(booster: Any, spec: ModelSpec, label: str) -> None:

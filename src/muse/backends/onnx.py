@@ -19,6 +19,7 @@ import numpy.typing as npt
 import onnxruntime
 
 from muse.backends.base import (
+    InProcessBackend,
     ModelSpec,
     describe_exception,
     model_digest,
@@ -44,7 +45,7 @@ Extract = Callable[[Any], ScoreArray]
 Feed = Callable[[FeatureMatrix], dict[str, npt.NDArray[Any]]]
 
 
-class OnnxBackend:
+class OnnxBackend(InProcessBackend):
     """A binary classifier in an ONNX file, run by ONNX Runtime on the CPU provider.
 
     Inputs: one 2-D float/double tensor whose column names come from ``features:`` in the
@@ -58,16 +59,8 @@ class OnnxBackend:
     row by row, which is correct but far slower than slicing a tensor.
     """
 
-    __slots__ = (
-        "_digest",
-        "_extract",
-        "_feature_names",
-        "_feed",
-        "_output",
-        "_path",
-        "_session",
-        "_threads",
-    )
+    kind = "onnx"
+    __slots__ = ("_extract", "_feed", "_output")
 
     def __init__(
         self,
@@ -81,14 +74,12 @@ class OnnxBackend:
         path: Path,
         threads: int = 1,
     ) -> None:
-        self._session = session
-        self._feature_names = feature_names
+        super().__init__(
+            session, feature_names=feature_names, digest=digest, path=path, threads=threads
+        )
         self._feed = feed
         self._output = [output]
         self._extract = extract
-        self._digest = digest
-        self._path = path
-        self._threads = threads
 
     @classmethod
     def load(cls, spec: ModelSpec) -> OnnxBackend:
@@ -126,29 +117,12 @@ class OnnxBackend:
             threads=spec.threads,
         )
 
-    @property
-    def kind(self) -> str:
-        return "onnx"
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self._feature_names
-
-    @property
-    def digest(self) -> str:
-        return self._digest
-
     def predict(self, features: FeatureMatrix) -> ScoreArray:
         """Positive-class probabilities for the rows of ``features`` (see :class:`ModelBackend`)."""
         try:
-            (out,) = self._session.run(self._output, self._feed(features))
+            (out,) = self._model.run(self._output, self._feed(features))
         except Exception as exc:
-            raise BackendError(
-                f"ONNX model {str(self._path)!r} failed to score a matrix of shape "
-                f"{np.shape(features)!r} (expected (n, {len(self._feature_names)})): "
-                f"{describe_exception(exc)}",
-                model=str(self._path),
-            ) from exc
+            raise self._scoring_error(features, exc) from exc
         return self._extract(out)
 
     def __repr__(self) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xgboost
 
 from muse.backends.base import (
+    InProcessBackend,
     ModelSpec,
     describe_exception,
     model_digest,
@@ -26,29 +26,14 @@ __all__ = ["XGBoostBackend"]
 _BINARY_OBJECTIVES = frozenset({"binary:logistic"})
 
 
-class XGBoostBackend:
+class XGBoostBackend(InProcessBackend):
     """An XGBoost ``binary:logistic`` booster loaded from a ``.json`` or ``.ubj`` model file.
 
     Build it with :meth:`load`. ``inplace_predict`` is lock-free across threads and skips
     the DMatrix construction that dominates single-event latency with ``Booster.predict``.
     """
 
-    __slots__ = ("_booster", "_digest", "_feature_names", "_path", "_threads")
-
-    def __init__(
-        self,
-        booster: Any,
-        *,
-        feature_names: tuple[str, ...],
-        digest: str,
-        path: Path,
-        threads: int = 1,
-    ) -> None:
-        self._booster = booster
-        self._feature_names = feature_names
-        self._digest = digest
-        self._path = path
-        self._threads = threads
+    kind = "xgboost"
 
     @classmethod
     def load(cls, spec: ModelSpec) -> XGBoostBackend:
@@ -85,37 +70,14 @@ class XGBoostBackend:
             booster, feature_names=names, digest=digest, path=spec.path, threads=spec.threads
         )
 
-    @property
-    def kind(self) -> str:
-        return "xgboost"
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self._feature_names
-
-    @property
-    def digest(self) -> str:
-        return self._digest
-
     def predict(self, features: FeatureMatrix) -> ScoreArray:
         """Positive-class probabilities for the rows of ``features`` (see :class:`ModelBackend`)."""
         try:
             # Columns are already in the model's order: name validation would only cost time.
-            scores = self._booster.inplace_predict(features, validate_features=False)
+            scores = self._model.inplace_predict(features, validate_features=False)
         except Exception as exc:
-            raise BackendError(
-                f"XGBoost model {str(self._path)!r} failed to score a matrix of shape "
-                f"{np.shape(features)!r} (expected (n, {len(self._feature_names)})): "
-                f"{describe_exception(exc)}",
-                model=str(self._path),
-            ) from exc
+            raise self._scoring_error(features, exc) from exc
         return np.asarray(scores, dtype=np.float64)
-
-    def __repr__(self) -> str:
-        return (
-            f"XGBoostBackend(path={str(self._path)!r}, features={len(self._feature_names)}, "
-            f"threads={self._threads}, digest={self._digest[:19]!r})"
-        )
 
 
 def _objective(booster: Any) -> str:
