@@ -91,7 +91,7 @@ def validate(config: ConfigArg) -> None:
         raise typer.Exit(2) from None
     table = Table(title=f"{escape(str(config))} — valid (version {escape(loaded.version)})")
     for col in ("predictor", "experts", "fingerprint", "default map", "tenant maps"):
-        table.add_column(col)
+        table.add_column(col, min_width=19 if col == "fingerprint" else None)
     for name, p in loaded.spec.predictors.items():
         tq = loaded.transforms[name]
         table.add_row(
