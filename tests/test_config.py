@@ -759,3 +759,56 @@ FLOAT_WEIGHTS = [("sha256:a", 0.5, 0.1), ("sha256:b", 0.5, 0.2), ("sha256:c", 0.
 )
 def test_fingerprint_is_exactly_order_and_scale_invariant(other: list[Member]) -> None:
     assert predictor_fingerprint(other) == predictor_fingerprint(FLOAT_WEIGHTS)
+
+
+# -- found in review: every problem at once, and no traceback on odd YAML ----------------
+
+
+def test_a_routing_typo_does_not_hide_unknown_predictors(quickstart: Deployment) -> None:
+    quickstart.replace('tenants: ["bank1"]', 'tennants: ["bank1"]')
+    quickstart.replace('targetPredictorName: "single-v1"', 'targetPredictorName: "ghost"')
+    quickstart.replace('targetPredictorNames: ["ensemble-v1"]', 'targetPredictorNames: ["ghost2"]')
+    issues = quickstart.issues()
+    assert any("tennants" in path for path in issues)
+    assert "ghost" in issues["routing.scoringRules[1].targetPredictorName"][0]
+    assert "ghost2" in issues["routing.shadowRules[0].targetPredictorNames[0]"][0]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("? [a, b]\n: 1\n", "plain value"),
+        ("1: x\n~: y\n", "unknown top-level key"),
+    ],
+)
+def test_odd_yaml_keys_are_config_errors(tmp_path: Path, yaml_text: str, message: str) -> None:
+    path = tmp_path / "muse.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_an_artifact_whose_map_is_not_an_object_is_a_config_error(quickstart: Deployment) -> None:
+    path = quickstart.artifact("single-v1", "bank1")
+    doc = quickstart.artifact_doc(path)
+    doc["map"] = [1, 2]
+    quickstart.write_artifact_doc(path, doc)
+    issues = quickstart.issues()
+    assert any("JSON object" in m for ms in issues.values() for m in ms)
+
+
+def test_every_model_that_fails_to_load_is_reported_with_its_path(quickstart: Deployment) -> None:
+    from muse.backends import ModelPool
+    from muse.service import build_snapshot
+
+    quickstart.replace(
+        "m1: {backend: lightgbm, uri: models/m1.txt, undersampling: 0.18}",
+        "m1: {backend: lightgbm, uri: models/m1.txt, undersampling: 0.18, features: [x]}",
+    )
+    quickstart.replace(
+        "m3: {backend: xgboost, uri: models/m3.json, undersampling: 0.02}",
+        "m3: {backend: xgboost, uri: models/m3.json, undersampling: 0.02, features: [y]}",
+    )
+    with pytest.raises(ConfigError) as info:
+        build_snapshot(quickstart.load(), ModelPool())
+    assert [i.path for i in info.value.issues] == ["models.m1", "models.m3"]

@@ -229,3 +229,20 @@ def test_single_row_table_equals_the_columnar_table(row: dict[str, float]) -> No
     many = FeatureTable({k: [v] for k, v in row.items()})
     assert one.n_events == many.n_events == 1
     assert np.array_equal(one.matrix(names), many.matrix(names))
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        ({"m1": [float("nan"), 0.5], "m2": [0.1, 0.2], "m3": [0.1, 0.2]}, "finite"),
+        ({"m1": [1.5, 0.5], "m2": [0.1, 0.2], "m3": [0.1, 0.2]}, r"\[0, 1\]"),
+        ({"m1": [0.5, 0.5], "m2": [0.1, 0.2]}, "missing"),
+        ({"m1": [0.5], "m2": [0.1, 0.2], "m3": [0.1, 0.2]}, "same events"),
+    ],
+)
+def test_score_outputs_checks_outputs_computed_elsewhere(
+    outputs: dict[str, list[float]], message: str
+) -> None:
+    p = _ensemble()
+    with pytest.raises(ValueError, match=message):
+        p.score_outputs({m: np.array(v) for m, v in outputs.items()}, "t")

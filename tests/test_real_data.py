@@ -32,7 +32,7 @@ DROP = {LABEL, "PolicyNumber"}
 
 def _load() -> tuple[np.ndarray, np.ndarray]:
     assert DATA.is_file(), (
-        f"the shared data set is expected at {DATA} (see DEVELOPERS: ../shared/data)"
+        f"the public data sets are expected at {DATA}, i.e. ../shared/data beside the repository"
     )
     with gzip.open(DATA, "rt", encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -47,8 +47,22 @@ def test_posterior_correction_is_monotone_and_bounded(s: np.ndarray, beta: float
 @given(score_arrays(), betas)
 def test_posterior_correction_scalar_equals_vectorised(s: np.ndarray, beta: float) -> None:
     batch = posterior_correction(s, beta)
-    one_by_one = np.array([posterior_correction([x], beta)[0] for x in s])
+    one_by_one = np.array([posterior_correction(float(x), beta) for x in s])
     assert np.array_equal(batch, one_by_one)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_scalars_give_0d_results(beta: float) -> None:
+    out = posterior_correction(0.5, beta)
+    assert out.shape == ()
+    assert float(out) == pytest.approx(0.5 * beta / (1 - (1 - beta) * 0.5))
+    qm = QuantileMap.fit(np.linspace(0, 1, 101), Reference.from_quantiles([0.0, 1.0], [0.0, 1.0]))
+    assert qm(0.25).shape == ()
+    assert float(qm(np.float64(0.25))) == pytest.approx(0.25)
+
+
+def test_weights_near_float_max_are_normalised_without_overflow() -> None:
+    assert weighted_mean([[0.2, 0.8]], [1e308, 1e308]).tolist() == pytest.approx([0.5])
 
 
 @pytest.mark.parametrize(
@@ -61,6 +75,9 @@ def test_posterior_correction_scalar_equals_vectorised(s: np.ndarray, beta: floa
         ([0.5], 0.0, r"beta"),
         ([0.5], 1.5, r"beta"),
         ([0.5], float("nan"), r"beta"),
+        ([0.5], None, r"beta"),
+        ([0.5], "0.5", r"beta"),
+        ([0.5], True, r"beta"),
     ],
 )
 def test_posterior_correction_rejects_bad_input(

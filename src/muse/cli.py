@@ -59,6 +59,8 @@ def _parse_features(text: str) -> dict[str, Any]:
             text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as e:
             _fail(f"cannot read features file {text[1:]!r}: {e.strerror}")
+        except UnicodeDecodeError:
+            _fail(f"features file {text[1:]!r} is not UTF-8 text (expected a JSON object)")
     try:
         features = json.loads(text)
     except json.JSONDecodeError as e:

@@ -259,7 +259,7 @@ class _Loader:
                     entries[section][str(name)] = schema.model_validate(body)
                 except ValidationError as e:
                     self._pydantic(where, e)
-        for key in sorted(set(raw) - {"version", "intent", "routing", *sections}):
+        for key in sorted(set(raw) - {"version", "intent", "routing", *sections}, key=str):
             self.issue(
                 str(key),
                 "unknown top-level key; expected version, intent, references, models, predictors, routing",
@@ -284,9 +284,9 @@ class _Loader:
             digests,
             _section_names(raw.get("models")),
         )
-        if router is not None:
-            known = _section_names(raw.get("predictors"))
-            self._routing_targets(router, known)
+        # Targets are checked on the raw block, so a syntax problem elsewhere in the routing
+        # (which leaves no router) does not hide unknown predictors.
+        self._routing_targets(raw.get("routing"), _section_names(raw.get("predictors")))
 
         if self.issues:
             raise ConfigError(self.issues, source=str(self.path))
@@ -339,20 +339,31 @@ class _Loader:
             self.issues.extend(e.prefixed("routing").issues)
             return None
 
-    def _routing_targets(self, router: Router, known: set[str]) -> None:
-        for i, rule in enumerate(router.scoring_rules):
-            if rule.target not in known:
-                self.issue(
-                    f"routing.scoringRules[{i}].targetPredictorName",
-                    f"unknown predictor {rule.target!r}; defined: {sorted(known)}",
-                )
-        for i, shadow in enumerate(router.shadow_rules):
-            for j, target in enumerate(shadow.targets):
-                if target not in known:
-                    self.issue(
-                        f"routing.shadowRules[{i}].targetPredictorNames[{j}]",
-                        f"unknown predictor {target!r}; defined: {sorted(known)}",
-                    )
+    def _routing_targets(self, block: object, known: set[str]) -> None:
+        if not isinstance(block, dict):
+            return
+
+        def check(where: str, target: object) -> None:
+            if isinstance(target, str) and target and target not in known:
+                self.issue(where, f"unknown predictor {target!r}; defined: {sorted(known)}")
+
+        for key, field_name in (
+            ("scoringRules", "targetPredictorName"),
+            ("shadowRules", "targetPredictorNames"),
+        ):
+            rules = block.get(key)
+            if not isinstance(rules, list):
+                continue
+            for i, rule in enumerate(rules):
+                if not isinstance(rule, dict):
+                    continue
+                where = f"routing.{key}[{i}].{field_name}"
+                targets = rule.get(field_name)
+                if isinstance(targets, list):
+                    for j, target in enumerate(targets):
+                        check(f"{where}[{j}]", target)
+                else:
+                    check(where, targets)
 
     def _references(self, specs: Mapping[str, ReferenceConfig]) -> dict[str, Reference]:
         out: dict[str, Reference] = {}
@@ -581,7 +592,13 @@ def _construct_mapping(
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
+        try:
+            duplicate = key in seen
+        except TypeError:  # a list or mapping used as a key
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, got {key!r}", key_node.start_mark
+            ) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )

@@ -34,7 +34,12 @@ def predictor_fingerprint(
         # fsum is correctly rounded, hence independent of member order; rounding the
         # normalised weights to 12 significant digits absorbs the last-ulp differences
         # that scaling all weights by a constant leaves behind.
-        total = math.fsum(float(w) for _, _, w in members)
-        canon = sorted([d, float(b), float(f"{float(w) / total:.12g}")] for d, b, w in members)
+        top = max(float(w) for _, _, w in members)
+        scaled = [float(w) / top for _, _, w in members]  # keeps fsum finite near float max
+        total = math.fsum(scaled)
+        canon = sorted(
+            [d, float(b), float(f"{w / total:.12g}")]
+            for (d, b, _), w in zip(members, scaled, strict=True)
+        )
     payload = json.dumps({"aggregation": aggregation, "experts": canon}, sort_keys=True)
     return "fp-" + hashlib.sha256(payload.encode()).hexdigest()[:16]

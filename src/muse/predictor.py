@@ -132,14 +132,30 @@ class Predictor:
     def score(self, features: FeatureTable | Mapping[str, object], tenant: str) -> PredictorResult:
         """Score a batch of one tenant's events end to end."""
         table = features if isinstance(features, FeatureTable) else FeatureTable(features)
-        return self.score_outputs(self.model_outputs(table), tenant)
+        return self._score_checked(self.model_outputs(table), tenant)
 
     def score_outputs(self, outputs: Mapping[str, ScoreArray], tenant: str) -> PredictorResult:
         """Apply T^C, A and the tenant's T^Q to model outputs computed elsewhere.
 
         ``outputs`` maps model name → raw scores of the same events (extra models are
-        ignored), so a model shared with other predictors is evaluated only once.
+        ignored), so a model shared with other predictors is evaluated only once. Outputs
+        are checked (every model present, equal lengths, finite, within [0, 1]): a NaN must
+        never become a score.
         """
+        missing = [m for m in self.models if m not in outputs]
+        if missing:
+            raise ValueError(
+                f"predictor {self.name!r} needs outputs of models {list(self.models)}; "
+                f"missing {missing}"
+            )
+        checked = {m: as_scores(outputs[m], f"output of model {m!r}").ravel() for m in self.models}
+        sizes = {m: a.shape[0] for m, a in checked.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"model outputs must cover the same events, got lengths {sizes}")
+        return self._score_checked(checked, tenant)
+
+    def _score_checked(self, outputs: Mapping[str, ScoreArray], tenant: str) -> PredictorResult:
+        """:meth:`score_outputs` for outputs the caller already checked (the service)."""
         raws = [outputs[m] for m in self.models]
         tmap = self.tenant_map(tenant)
         if raws[0].shape[0] == 1:

@@ -23,7 +23,7 @@ import numpy as np
 from muse.backends.base import ModelBackend
 from muse.backends.pool import ModelPool
 from muse.config import LoadedConfig, load_config
-from muse.errors import BackendError, FeatureError, IntentError, MuseError
+from muse.errors import BackendError, ConfigError, ConfigIssue, FeatureError, IntentError, MuseError
 from muse.features.table import FeatureTable
 from muse.predictor import Expert, Predictor, PredictorResult, TenantMap
 from muse.routing import Route, Router
@@ -91,15 +91,19 @@ class Snapshot:
 def build_snapshot(config: LoadedConfig, pool: ModelPool) -> Snapshot:
     """Compile ``config`` into a snapshot, loading models through ``pool`` (shared, reused).
 
-    A model whose declared features disagree with its file, or that fails to load, is a
-    :class:`ConfigError`-worthy problem reported as :class:`BackendError` naming the model.
+    Every model that fails to load (corrupt file, not a binary classifier, declared
+    features that disagree with the file) is reported in one :class:`ConfigError`, each
+    under its YAML path, like every other config problem.
     """
     backends: dict[str, ModelBackend] = {}
+    issues: list[ConfigIssue] = []
     for name, spec in config.model_specs.items():
         try:
             backends[name] = pool.get(spec)
         except BackendError as e:
-            raise BackendError(f"model {name!r}: {e}", model=name) from None
+            issues.append(ConfigIssue(f"models.{name}", str(e)))
+    if issues:
+        raise ConfigError(issues, source=str(config.path))
     predictors: dict[str, Predictor] = {}
     for name, pspec in config.spec.predictors.items():
         betas = config.betas(name)
@@ -299,14 +303,18 @@ class _Plan:
                     attribute="tenant",
                 )
             # Unsorted: the same attributes in another order only miss the cache.
-            key = tuple(intent.items())
-            route = cache.get(key)
+            key: tuple[tuple[str, str], ...] | None = tuple(intent.items())
+            try:
+                route = cache.get(key)  # type: ignore[arg-type]
+            except TypeError:  # an unhashable value: the router rejects it below
+                route, key = None, None
             if route is None:
                 try:
                     route = snap.router.route(intent)
                 except IntentError as e:
                     raise IntentError(f"event {i}: {e}", attribute=e.attribute) from None
-                cache[key] = route
+                if key is not None:
+                    cache[key] = route
             routes.append(route)
             tenants.append(tenant)
             clean.append(intent)
@@ -361,7 +369,7 @@ class _Plan:
                         errors.setdefault(i, {})[pname] = message
                     continue
                 idx = np.array(idx_list, dtype=np.intp)
-                res = predictor.score_outputs(
+                res = predictor._score_checked(
                     {m: outputs[m][idx] for m in predictor.models}, tenant
                 )
                 scores = _per_event(res, role)

@@ -25,7 +25,7 @@ __all__ = [
     "ModelSpec",
     "describe_exception",
     "file_digest",
-    "model_digest",
+    "read_model",
     "reject_unknown_options",
     "resolve_feature_names",
 ]
@@ -145,15 +145,22 @@ def reject_unknown_options(spec: ModelSpec, allowed: Sequence[str], *, label: st
         )
 
 
-def model_digest(spec: ModelSpec, *, label: str) -> str:
-    """:func:`file_digest` of ``spec.path``, with an unreadable file reported as a BackendError."""
+def read_model(spec: ModelSpec, *, label: str) -> tuple[bytes, str]:
+    """The bytes of ``spec.path`` and their digest, read once.
+
+    Backends load the model from these very bytes: hashing the file and then letting the
+    runtime open it again could pair the digest of one version with the model of another
+    if the file is replaced in between, and the fingerprint check would then accept stale
+    maps (ARCHITECTURE invariant 2). An unreadable file is a BackendError.
+    """
     try:
-        return file_digest(spec.path)
+        data = spec.path.read_bytes()
     except OSError as exc:
         raise BackendError(
             f"{label} could not be read: {exc.strerror or exc}; check the path and its permissions",
             model=str(spec.path),
         ) from exc
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 _XGBOOST_PREFIX = re.compile(r"^\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")

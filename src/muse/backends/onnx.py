@@ -22,7 +22,7 @@ from muse.backends.base import (
     InProcessBackend,
     ModelSpec,
     describe_exception,
-    model_digest,
+    read_model,
     reject_unknown_options,
     resolve_feature_names,
 )
@@ -86,7 +86,7 @@ class OnnxBackend(InProcessBackend):
         """Load and check ``spec.path``; every failure is a :class:`BackendError` naming the file."""
         label = f"ONNX model {str(spec.path)!r}"
         reject_unknown_options(spec, ("output",), label=label)
-        digest = model_digest(spec, label=label)
+        data, digest = read_model(spec, label=label)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = spec.threads
         options.inter_op_num_threads = 1
@@ -96,7 +96,7 @@ class OnnxBackend(InProcessBackend):
         options.log_severity_level = 3
         try:
             session = onnxruntime.InferenceSession(
-                str(spec.path), sess_options=options, providers=["CPUExecutionProvider"]
+                data, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
             raise BackendError(

@@ -12,7 +12,7 @@ from muse.backends.base import (
     InProcessBackend,
     ModelSpec,
     describe_exception,
-    model_digest,
+    read_model,
     reject_unknown_options,
     resolve_feature_names,
 )
@@ -40,9 +40,10 @@ class XGBoostBackend(InProcessBackend):
         """Load and check ``spec.path``; every failure is a :class:`BackendError` naming the file."""
         label = f"XGBoost model {str(spec.path)!r}"
         reject_unknown_options(spec, (), label=label)
-        digest = model_digest(spec, label=label)
+        data, digest = read_model(spec, label=label)
         try:
-            booster = xgboost.Booster(params={"nthread": spec.threads}, model_file=str(spec.path))
+            booster = xgboost.Booster(params={"nthread": spec.threads})
+            booster.load_model(bytearray(data))
         except Exception as exc:
             raise BackendError(
                 f"{label} could not be loaded: {describe_exception(exc)}; expected a model "

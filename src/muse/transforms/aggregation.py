@@ -23,6 +23,8 @@ def check_weights(weights: npt.ArrayLike, n_experts: int | None = None) -> npt.N
     if (w <= 0).any():
         bad = int(np.flatnonzero(w <= 0)[0])
         raise ValueError(f"weights must be > 0; weight {bad} is {w[bad]!r}")
+    # Scaling by the largest weight first keeps the sum finite for weights near float max.
+    w = w / w.max()
     normalised: npt.NDArray[np.float64] = w / w.sum()
     return normalised
 

@@ -21,6 +21,11 @@ __all__ = ["check_beta", "correct_unchecked", "posterior_correction"]
 
 def check_beta(beta: float) -> float:
     """``beta`` as a float if it is an undersampling ratio in (0, 1], else a ValueError."""
+    if isinstance(beta, bool) or not isinstance(beta, int | float | np.integer | np.floating):
+        raise ValueError(
+            f"beta (undersampling ratio of the negative class) must be a number in (0, 1], "
+            f"got {beta!r}"
+        )
     b = float(beta)
     if not (math.isfinite(b) and 0.0 < b <= 1.0):
         raise ValueError(
@@ -40,7 +45,8 @@ def posterior_correction(scores: npt.ArrayLike, beta: float) -> ScoreArray:
     arr = as_scores(scores)
     if b == 1.0:
         return arr.copy()
-    return correct_unchecked(arr, b)
+    # A scalar (0-d) input keeps its shape, but numpy's in-place ops need an array.
+    return correct_unchecked(np.atleast_1d(arr), b).reshape(arr.shape)
 
 
 def correct_unchecked(scores: ScoreArray, beta: float) -> ScoreArray:

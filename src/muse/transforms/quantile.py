@@ -91,7 +91,11 @@ class QuantileMap:
             raise ValueError("QuantileMap.target knots must be non-decreasing within [0, 1]")
         if (np.diff(p) <= 0).any() or p[0] < 0.0 or p[-1] > 1.0:
             raise ValueError("QuantileMap.levels must be strictly increasing within [0, 1]")
-        if not (isinstance(self.n_samples, int) and self.n_samples >= 1):
+        if not (
+            isinstance(self.n_samples, int)
+            and not isinstance(self.n_samples, bool)
+            and self.n_samples >= 1
+        ):
             raise ValueError(
                 f"QuantileMap.n_samples must be a positive int, got {self.n_samples!r}"
             )
@@ -164,8 +168,12 @@ class QuantileMap:
     # -- mapping ------------------------------------------------------------------------
 
     def __call__(self, scores: npt.ArrayLike) -> ScoreArray:
-        """Eq. 4 on an array of raw aggregates (non-finite input raises ValueError)."""
-        return self.map_unchecked(as_finite(scores, "scores"))
+        """Eq. 4 on an array of raw aggregates (non-finite input raises ValueError).
+
+        The result has the shape of ``scores``; a scalar gives a 0-d array.
+        """
+        arr = as_finite(scores, "scores")
+        return self.map_unchecked(np.atleast_1d(arr)).reshape(arr.shape)
 
     def map_unchecked(self, scores: ScoreArray) -> ScoreArray:
         """Eq. 4 for inputs known to be finite float64 (the predictor checked them)."""
@@ -212,6 +220,8 @@ class QuantileMap:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> QuantileMap:
         """Rebuild a map written by :meth:`to_dict`, re-checking every invariant."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a quantile map is a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
             raise ValueError(
                 f"expected a quantile map of format {FORMAT!r}, got {d.get('format')!r}"

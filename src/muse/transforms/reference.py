@@ -26,7 +26,8 @@ class Reference:
 
     Build one with :meth:`beta`, :meth:`from_samples` or :meth:`from_quantiles`; the
     constructor is private. Empirical and tabulated references are piecewise linear between
-    their knots (the same interpolation ``numpy.quantile`` uses), so ``cdf`` inverts ``ppf``.
+    their knots (the same interpolation ``numpy.quantile`` uses); ``cdf`` is the
+    right-continuous inverse of ``ppf`` (equal to it except across point masses).
     """
 
     __slots__ = ("_a", "_b", "_kind", "_levels", "_values")
