@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_transforms.py
 	$(BIN)/python benchmarks/bench_predictor.py
 	$(BIN)/python benchmarks/bench_routing.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup
