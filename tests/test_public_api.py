@@ -36,6 +36,8 @@ PUBLIC = {
         "load_backend",
     ],
     "muse.service": [
+        "DeferredShadows",
+        "LiveOutcome",
         "PredictorScore",
         "ScoreResult",
         "ScoringService",

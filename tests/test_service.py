@@ -277,3 +277,50 @@ def test_shadows_keep_route_order_whatever_the_batch_order(tmp_path: Path) -> No
     assert [s.predictor for s in results[0].shadows] == ["ensemble-v1"]
     assert [s.predictor for s in results[1].shadows] == ["single-v1b", "ensemble-v1"]
     assert results[1].shadow_errors == {}
+
+
+# -- live first, shadows deferred (what the HTTP service does) ---------------------------
+
+
+def test_score_live_answers_first_and_deferred_shadows_complete_the_batch(
+    counted: tuple[ScoringService, CountingPool], events: EventFrame
+) -> None:
+    service, pool = counted
+    n = 200
+    intents = [events.intents(i) for i in range(n)]
+    columns = {f: events.features[f][:n] for f in events.feature_names}
+    reference = service.score_batch(intents, columns)
+    rows_before = {k: w.rows for k, w in pool.wrapped.items()}
+
+    outcome = service.score_live(intents, columns)
+    assert [r.live for r in outcome.results] == [r.live for r in reference]
+    assert all(r.shadows == () for r in outcome.results)
+    # Live needs m1 for everyone, m2/m3 only for bank1 (live ensemble).
+    bank1 = sum(1 for i in intents if i["tenant"] == "bank1")
+    assert pool.wrapped["m1.txt"].rows - rows_before["m1.txt"] == n
+    assert pool.wrapped["m3.json"].rows - rows_before["m3.json"] == bank1
+
+    assert outcome.deferred is not None
+    assert outcome.deferred.predictors == ("ensemble-v1",)
+    full = outcome.deferred.run()
+    assert full == reference
+    # The shadows reused m1's outputs: every model still ran once per event in total.
+    for key in ("m1.txt", "m2.onnx", "m3.json"):
+        assert pool.wrapped[key].rows - rows_before[key] == n
+
+
+def test_deferred_shadows_never_raise(counted: tuple[ScoringService, CountingPool]) -> None:
+    service, pool = counted
+    outcome = service.score_live([{"tenant": "bank2"}], [SAMPLE])
+    pool.wrapped["m2.onnx"].fail = True
+    assert outcome.deferred is not None
+    (result,) = outcome.deferred.run()
+    assert result.shadows == ()
+    assert "m2" in result.shadow_errors["ensemble-v1"]
+    assert result.live == outcome.results[0].live
+
+
+def test_no_shadow_rule_means_no_deferred_work(service: ScoringService) -> None:
+    outcome = service.score_live([{"tenant": "bank1"}], [SAMPLE])
+    assert outcome.deferred is None
+    assert outcome.results[0].live.predictor == "ensemble-v1"

@@ -30,7 +30,15 @@ from muse.routing import Route, Router
 from muse.transforms._checks import as_scores
 from muse.types import Intent, ScoreArray
 
-__all__ = ["PredictorScore", "ScoreResult", "ScoringService", "Snapshot", "build_snapshot"]
+__all__ = [
+    "DeferredShadows",
+    "LiveOutcome",
+    "PredictorScore",
+    "ScoreResult",
+    "ScoringService",
+    "Snapshot",
+    "build_snapshot",
+]
 
 
 class PredictorScore(NamedTuple):
@@ -202,8 +210,50 @@ class ScoringService:
 
         ``features`` is a :class:`FeatureTable`, a mapping of feature → column, or one
         mapping per event. A bad event rejects the whole batch with an error naming its
-        index, before anything is scored.
+        index, before anything is scored. Shadows are scored in the same call; a server
+        uses :meth:`score_live` instead, to answer before the shadows run.
         """
+        snap, table, plan = self._prepare(intents, features, event_ids, shadows)
+        outputs: dict[str, ScoreArray] = {}
+        failed: dict[str, str] = {}
+        _run_models(snap, table, plan.model_events(), plan.live_model_events, outputs, failed)
+        live = plan.score_groups(snap, "live", outputs, failed)
+        shadow = plan.score_groups(snap, "shadow", outputs, failed)
+        return plan.results(snap, live, shadow, event_ids)
+
+    def score_live(
+        self,
+        intents: Sequence[Intent],
+        features: FeatureTable | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        event_ids: Sequence[str] | None = None,
+    ) -> LiveOutcome:
+        """Score only what the client waits for; return the shadow work for later.
+
+        The live results carry no shadows. :attr:`LiveOutcome.deferred` (None when no
+        shadow rule matched) scores the shadows when run — off the response path — reusing
+        every model output the live predictors already computed (invariant 5), and never
+        raises for a shadow's sake (invariant 3).
+        """
+        snap, table, plan = self._prepare(intents, features, event_ids, True)
+        outputs: dict[str, ScoreArray] = {}
+        failed: dict[str, str] = {}
+        live_todo = plan.live_model_events
+        _run_models(snap, table, live_todo, live_todo, outputs, failed)
+        live = plan.score_groups(snap, "live", outputs, failed)
+        results = plan.results(snap, live, _Scored({}, {}), event_ids)
+        deferred = None
+        if plan.shadow_groups:
+            deferred = DeferredShadows(snap, table, plan, outputs, live, event_ids)
+        return LiveOutcome(results, deferred)
+
+    def _prepare(
+        self,
+        intents: Sequence[Intent],
+        features: FeatureTable | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        event_ids: Sequence[str] | None,
+        shadows: bool,
+    ) -> tuple[Snapshot, FeatureTable, _Plan]:
         snap = self._snapshot
         table = _as_table(features)
         n = len(intents)
@@ -217,46 +267,120 @@ class ScoringService:
                 f"unknown feature(s) {sorted(unknown)}: no model of this deployment uses them",
                 feature=sorted(unknown)[0],
             )
-        plan = _Plan.build(snap, intents, shadows)
-        outputs, failed = self._run_models(snap, table, plan)
-        return plan.assemble(snap, outputs, failed, event_ids)
+        return snap, table, _Plan.build(snap, intents, shadows)
 
-    def _run_models(
-        self, snap: Snapshot, table: FeatureTable, plan: _Plan
-    ) -> tuple[dict[str, ScoreArray], dict[str, str]]:
-        outputs: dict[str, ScoreArray] = {}
-        failed: dict[str, str] = {}
-        n = plan.n
+
+class LiveOutcome(NamedTuple):
+    """Live results of a batch and, if any shadow rule matched, the deferred shadow work."""
+
+    results: list[ScoreResult]
+    deferred: DeferredShadows | None
+
+
+class DeferredShadows:
+    """The shadow scoring of one batch, to run after the client has its answer.
+
+    Holds the batch's features and the model outputs computed for the live predictors;
+    :meth:`run` computes only the models no live predictor needed, on only the events that
+    need them, then scores every shadow group. It never raises: a failing shadow model is
+    reported in ``shadow_errors`` of the events it concerns.
+    """
+
+    __slots__ = ("_event_ids", "_failed", "_live", "_outputs", "_plan", "_snap", "_table")
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        table: FeatureTable,
+        plan: _Plan,
+        outputs: dict[str, ScoreArray],
+        live: _Scored,
+        event_ids: Sequence[str] | None,
+    ) -> None:
+        self._snap = snap
+        self._table = table
+        self._plan = plan
+        self._outputs = outputs
+        self._live = live
+        self._event_ids = event_ids
+        self._failed: dict[str, str] = {}
+
+    @property
+    def predictors(self) -> tuple[str, ...]:
+        """Shadow predictors this work will score (for accounting when it is shed)."""
+        return tuple(dict.fromkeys(p for p, _ in self._plan.shadow_groups))
+
+    @property
+    def n_events(self) -> int:
+        return self._plan.n
+
+    def run(self) -> list[ScoreResult]:
+        """Score the shadows; return every event's full result (live and shadows)."""
+        plan = self._plan
+        todo: dict[str, np.ndarray] = {}
         for model, idx in plan.model_events().items():
-            backend = snap.backends[model]
-            live_idx = plan.live_model_events.get(model)
-            missing = table.missing(backend.feature_names)
-            if missing:
-                if live_idx is not None:
-                    raise FeatureError(
-                        f"missing feature {missing[0]!r} (event {int(live_idx[0])}); "
-                        f"model {model!r} needs {list(backend.feature_names)}",
-                        feature=missing[0],
-                        index=int(live_idx[0]),
-                    )
-                failed[model] = f"missing feature(s) {missing} for model {model!r}"
-                continue
-            sub = table if idx.shape[0] == n else table.take(idx)
-            try:
-                y = as_scores(
-                    backend.predict(sub.matrix(backend.feature_names)), f"output of model {model!r}"
+            done = plan.live_model_events.get(model)
+            rest = idx if done is None else np.setdiff1d(idx, done, assume_unique=True)
+            if rest.size:
+                todo[model] = rest
+        try:
+            _run_models(self._snap, self._table, todo, {}, self._outputs, self._failed)
+            shadow = plan.score_groups(self._snap, "shadow", self._outputs, self._failed)
+        except Exception as e:  # a shadow must never fail the caller (invariant 3)
+            message = f"shadow scoring failed: {type(e).__name__}: {e}"
+            errors = {
+                i: {pname: message}
+                for (pname, _), idx_list in plan.shadow_groups.items()
+                for i in idx_list
+            }
+            shadow = _Scored({}, errors)
+        return plan.results(self._snap, self._live, shadow, self._event_ids)
+
+
+def _run_models(
+    snap: Snapshot,
+    table: FeatureTable,
+    todo: Mapping[str, np.ndarray],
+    live: Mapping[str, np.ndarray],
+    outputs: dict[str, ScoreArray],
+    failed: dict[str, str],
+) -> None:
+    """Run each model of ``todo`` on its events, filling ``outputs`` (full-length arrays).
+
+    A model that ``live`` predictors need raises on failure (the client gets the error);
+    one only shadows need is recorded in ``failed`` instead.
+    """
+    n = table.n_events
+    for model, idx in todo.items():
+        backend = snap.backends[model]
+        live_idx = live.get(model)
+        missing = table.missing(backend.feature_names)
+        if missing:
+            if live_idx is not None:
+                raise FeatureError(
+                    f"missing feature {missing[0]!r} (event {int(live_idx[0])}); "
+                    f"model {model!r} needs {list(backend.feature_names)}",
+                    feature=missing[0],
+                    index=int(live_idx[0]),
                 )
-            except (MuseError, ValueError, RuntimeError) as e:
-                if live_idx is not None:
-                    if isinstance(e, BackendError):
-                        raise
-                    raise BackendError(f"model {model!r} failed: {e}", model=model) from e
-                failed[model] = f"model {model!r} failed: {e}"
-                continue
-            full = np.full(n, np.nan)
-            full[idx] = y
-            outputs[model] = full
-        return outputs, failed
+            failed[model] = f"missing feature(s) {missing} for model {model!r}"
+            continue
+        sub = table if idx.shape[0] == n else table.take(idx)
+        try:
+            y = as_scores(
+                backend.predict(sub.matrix(backend.feature_names)), f"output of model {model!r}"
+            )
+        except (MuseError, ValueError, RuntimeError) as e:
+            if live_idx is not None:
+                if isinstance(e, BackendError):
+                    raise
+                raise BackendError(f"model {model!r} failed: {e}", model=model) from e
+            failed[model] = f"model {model!r} failed: {e}"
+            continue
+        full = outputs.get(model)
+        if full is None:
+            full = outputs[model] = np.full(n, np.nan)
+        full[idx] = y
 
 
 def _as_table(
@@ -267,6 +391,13 @@ def _as_table(
     if isinstance(features, Mapping):
         return FeatureTable(features)
     return FeatureTable.from_rows(features)
+
+
+class _Scored(NamedTuple):
+    """Scores of one role: event index → its predictor scores, and → shadow errors."""
+
+    scores: dict[int, list[PredictorScore]]
+    errors: dict[int, dict[str, str]]
 
 
 @dataclass
@@ -347,58 +478,59 @@ class _Plan:
         """Model → the events it must score (live or shadow), each event once."""
         return self._model_events
 
-    def assemble(
+    def score_groups(
         self,
         snap: Snapshot,
+        role: str,
         outputs: Mapping[str, ScoreArray],
         failed: Mapping[str, str],
-        event_ids: Sequence[str] | None,
-    ) -> list[ScoreResult]:
+    ) -> _Scored:
+        """Score every (predictor, tenant) group of ``role`` from the model outputs."""
         # Per-event containers are created only where needed: a large batch allocating
         # two empty containers per event spent much of its time in the garbage collector.
-        live: list[PredictorScore | None] = [None] * self.n
-        shadow: dict[int, list[PredictorScore]] = {}
+        scored: dict[int, list[PredictorScore]] = {}
         errors: dict[int, dict[str, str]] = {}
-        for role, groups in (("live", self.live_groups), ("shadow", self.shadow_groups)):
-            for (pname, tenant), idx_list in groups.items():
-                predictor = snap.predictors[pname]
-                broken = [failed[m] for m in predictor.models if m in failed]
-                if broken:  # only shadows can get here: live failures raised already
-                    message = "; ".join(broken)
-                    for i in idx_list:
-                        errors.setdefault(i, {})[pname] = message
-                    continue
-                idx = np.array(idx_list, dtype=np.intp)
-                res = predictor._score_checked(
-                    {m: outputs[m][idx] for m in predictor.models}, tenant
-                )
-                scores = _per_event(res, role)
-                if role == "live":
-                    for i, ps in zip(idx_list, scores, strict=True):
-                        live[i] = ps
-                else:
-                    for i, ps in zip(idx_list, scores, strict=True):
-                        shadow.setdefault(i, []).append(ps)
+        groups = self.live_groups if role == "live" else self.shadow_groups
+        for (pname, tenant), idx_list in groups.items():
+            predictor = snap.predictors[pname]
+            broken = [failed[m] for m in predictor.models if m in failed]
+            if broken:  # only shadows can get here: live failures raised already
+                message = "; ".join(broken)
+                for i in idx_list:
+                    errors.setdefault(i, {})[pname] = message
+                continue
+            idx = np.array(idx_list, dtype=np.intp)
+            res = predictor._score_checked({m: outputs[m][idx] for m in predictor.models}, tenant)
+            for i, ps in zip(idx_list, _per_event(res, role), strict=True):
+                scored.setdefault(i, []).append(ps)
+        return _Scored(scored, errors)
+
+    def results(
+        self,
+        snap: Snapshot,
+        live: _Scored,
+        shadow: _Scored,
+        event_ids: Sequence[str] | None,
+    ) -> list[ScoreResult]:
+        """One :class:`ScoreResult` per event, shadows in route order."""
         version = snap.version
-        results: list[ScoreResult] = []
+        out: list[ScoreResult] = []
         for i in range(self.n):
-            ps_live = live[i]
-            assert ps_live is not None
-            mine = shadow.get(i, ())
+            mine = shadow.scores.get(i, ())
             if len(mine) > 1:  # groups may have filled them out of route order
                 order = self.routes[i].shadows
                 mine = sorted(mine, key=lambda s: order.index(s.predictor))
-            results.append(
+            out.append(
                 ScoreResult(
                     event_id=None if event_ids is None else event_ids[i],
                     intent=self.intents[i],
-                    live=ps_live,
+                    live=live.scores[i][0],
                     shadows=tuple(mine),
-                    shadow_errors=errors.get(i, _NO_ERRORS),
+                    shadow_errors=shadow.errors.get(i, _NO_ERRORS),
                     config_version=version,
                 )
             )
-        return results
+        return out
 
 
 _NO_ERRORS: Mapping[str, str] = MappingProxyType({})
