@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "artifacts": 2,
     "predictor": 2,
     "config": 3,
+    "serving_config": 3,
     "service": 4,
     "scorelog": 4,
     "fitting": 5,

@@ -35,6 +35,7 @@ from muse.backends.base import BACKEND_KINDS, ModelSpec, file_digest
 from muse.errors import ConfigError, ConfigIssue
 from muse.fingerprint import predictor_fingerprint
 from muse.routing import DEFAULT_ATTRIBUTES, Router
+from muse.serving_config import AuthConfig, AuthSetting, LakeConfig, ServerConfig
 from muse.transforms.reference import Reference
 
 __all__ = [
@@ -153,6 +154,11 @@ class DeploymentSpec(_Strict):
     models: Mapping[str, ModelConfig]
     predictors: Mapping[str, PredictorConfig]
     routing: Mapping[str, Any]
+    auth: AuthSetting | None = Field(
+        None, description="`none` (local use only) or API keys; required to serve."
+    )
+    lake: LakeConfig | None = Field(None, description="Score lake; absent = no lake.")
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +265,8 @@ class _Loader:
                     entries[section][str(name)] = schema.model_validate(body)
                 except ValidationError as e:
                     self._pydantic(where, e)
-        for key in sorted(set(raw) - {"version", "intent", "routing", *sections}, key=str):
+        optional = {"version", "intent", "routing", "auth", "lake", "server"}
+        for key in sorted(set(raw) - optional - set(sections), key=str):
             self.issue(
                 str(key),
                 "unknown top-level key; expected version, intent, references, models, predictors, routing",
@@ -269,6 +276,7 @@ class _Loader:
             intent = IntentConfig.model_validate(raw.get("intent") or {})
         except ValidationError as e:
             self._pydantic("intent", e)
+        serving = self._serving(raw)
         version = raw.get("version")
         if version is not None and not isinstance(version, str | int | float):
             self.issue("version", f"must be a string, got {version!r}")
@@ -298,6 +306,7 @@ class _Loader:
             models=entries["models"],
             predictors=entries["predictors"],
             routing=raw["routing"],
+            **serving,
         )
         return LoadedConfig(
             path=self.path,
@@ -312,6 +321,53 @@ class _Loader:
         )
 
     # -- sections -----------------------------------------------------------------------
+
+    def _serving(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The ``auth``, ``lake`` and ``server`` sections, validated (secrets merged in)."""
+        out: dict[str, Any] = {}
+        auth = raw.get("auth")
+        if auth == "none":
+            out["auth"] = "none"
+        elif auth is not None:
+            try:
+                parsed = AuthConfig.model_validate(auth)
+            except ValidationError as e:
+                self._pydantic("auth", e)
+            else:
+                out["auth"] = self._with_secrets(parsed)
+        for key, schema in (("lake", LakeConfig), ("server", ServerConfig)):
+            if raw.get(key) is None:
+                continue
+            try:
+                out[key] = schema.model_validate(raw[key])
+            except ValidationError as e:
+                self._pydantic(key, e)
+        return out
+
+    def _with_secrets(self, auth: AuthConfig) -> AuthConfig:
+        if auth.secrets_file is None:
+            return auth
+        where = "auth.secrets_file"
+        data = self._read(where, auth.secrets_file)
+        if data is None:
+            return auth
+        try:
+            doc = yaml.safe_load(data) or {}
+            extra = AuthConfig.model_validate(doc)
+        except yaml.YAMLError as e:
+            self.issue(where, f"malformed YAML in {auth.secrets_file}: {e}")
+            return auth
+        except ValidationError as e:
+            self._pydantic(where, e)
+            return auth
+        tenants = {t: tuple(h) for t, h in auth.tenants.items()}
+        for tenant, hashes in extra.tenants.items():
+            tenants[tenant] = tuple(dict.fromkeys((*tenants.get(tenant, ()), *hashes)))
+        return AuthConfig(
+            tenants=tenants,
+            admins=tuple(dict.fromkeys((*auth.admins, *extra.admins))),
+            secrets_file=auth.secrets_file,
+        )
 
     def _pydantic(self, where: str, error: ValidationError) -> None:
         for err in error.errors():

@@ -1,0 +1,98 @@
+"""The serving sections of ``muse.yaml``: ``auth``, ``lake`` and ``server``.
+
+Kept apart from :mod:`muse.config` (which validates and loads them with the rest) because
+only a running service reads them; the scoring core and offline tools ignore them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["AuthConfig", "LakeConfig", "ServerConfig", "hash_api_key"]
+
+_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def hash_api_key(key: str) -> str:
+    """How API keys are stored: ``sha256:<hex>`` of the key.
+
+    API keys are long random tokens (``muse auth new-key``), not passwords, so a plain
+    SHA-256 suffices to keep them out of config files and logs; a slow password hash would
+    only add latency to every request.
+    """
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hashes(hashes: tuple[str, ...]) -> tuple[str, ...]:
+    for h in hashes:
+        if not _HASH.match(h):
+            raise ValueError(
+                f"API keys are stored hashed as 'sha256:<64 hex digits>', got {h[:12]!r}…; "
+                "never put a plain key in config (hash one with `muse auth hash-key`)"
+            )
+    return hashes
+
+
+class AuthConfig(_Strict):
+    """API keys, stored hashed. A tenant's key authenticates exactly that tenant."""
+
+    tenants: Mapping[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="Tenant → hashes of its API keys."
+    )
+    admins: tuple[str, ...] = Field(default=(), description="Hashes of admin API keys.")
+    secrets_file: str | None = Field(
+        None,
+        description="YAML file with the same `tenants` / `admins` keys, relative to the config; "
+        "merged with the keys given here.",
+    )
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_hashes(cls, v: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+        for hashes in v.values():
+            _check_hashes(hashes)
+        return v
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_hashes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_hashes(v)
+
+
+class LakeConfig(_Strict):
+    """Where and how the score lake is written (Parquet, partitioned by date and predictor)."""
+
+    url: str = Field(min_length=1, description="Folder (relative to the config) or fsspec URL.")
+    flush_interval_s: float = Field(5.0, gt=0, le=3600, description="Longest a row waits.")
+    max_rows_per_file: int = Field(100_000, ge=1, description="Rows that trigger a flush.")
+    max_pending_rows: int = Field(
+        200_000,
+        ge=1,
+        description="Rows held in memory at most; beyond, rows are dropped and counted.",
+    )
+
+
+class ServerConfig(_Strict):
+    """Limits and behaviour of the HTTP service."""
+
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
+    max_batch_events: int = Field(10_000, ge=1, description="Events per batch request at most.")
+    shadow_queue: int = Field(
+        1_000, ge=1, description="Batches of shadow work waiting at most; more are shed (counted)."
+    )
+    warmup_events: int = Field(
+        64, ge=0, description="Synthetic events scored per predictor before turning ready."
+    )
+    watch_config: bool = Field(False, description="Reload when the config file changes.")
+
+
+AuthSetting = Literal["none"] | AuthConfig
