@@ -20,12 +20,10 @@ $(SYNCED): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PY)
 	@touch $@
 
-## serve: score a sample event through the bundled quickstart deployment
+## serve: serve the bundled quickstart deployment on http://127.0.0.1:8000 (Ctrl-C stops)
+PORT ?= 8000
 serve: setup
-	$(BIN)/muse validate $(QUICKSTART)
-	$(BIN)/muse score $(QUICKSTART) --intent tenant=bank1 --intent geography=EMEA \
-		--intent channel=web --intent schema=fraud_v1 --event-id evt-1 \
-		--features @examples/quickstart/sample_event.json
+	$(BIN)/muse serve $(QUICKSTART) --port $(PORT)
 
 ## test: the whole suite
 test: setup

@@ -315,3 +315,18 @@ def test_validate_loads_the_models_and_reports_a_corrupt_one(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "m1" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_auth_commands_make_and_hash_keys() -> None:
+    from typer.testing import CliRunner
+
+    from muse.cli import app
+    from muse.serving_config import hash_api_key
+
+    made = CliRunner().invoke(app, ["auth", "new-key"])
+    assert made.exit_code == 0
+    key = made.stdout.split("key:")[1].split()[0]
+    digest = made.stdout.split("hash:")[1].split()[0]
+    assert digest == hash_api_key(key)
+    hashed = CliRunner().invoke(app, ["auth", "hash-key", "-"], input=key + "\n")
+    assert hashed.stdout.strip() == digest

@@ -159,6 +159,86 @@ def score(
     out.print_json(json.dumps(doc))
 
 
+@app.command()
+def serve(
+    config: ConfigArg,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (each loads the models).", min=1)
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Serve the deployment over HTTP until SIGTERM/SIGINT (SIGHUP reloads the config)."""
+    import logging
+
+    from muse.backends import ModelPool
+    from muse.config import load_config
+    from muse.service import build_snapshot
+    from muse.serving.server import curl_example
+    from muse.serving.server import serve as run_server
+
+    try:
+        loaded = load_config(config)
+        build_snapshot(loaded, ModelPool())  # fail fast, with every problem, before binding
+    except (ConfigError, BackendError) as e:
+        issues = e.issues if isinstance(e, ConfigError) else [str(e)]
+        err.print(f"[bold red]{escape(str(config))}: invalid[/]", highlight=False, soft_wrap=True)
+        for issue in issues:
+            err.print(f"  - {issue}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if loaded.spec.auth is None:
+        _fail(
+            "the config has no `auth` section: give API key hashes, or `auth: none` for local use"
+        )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if loaded.spec.auth == "none":
+        err.print(
+            "[bold yellow]WARNING: auth: none — authentication is OFF. Anyone who can reach "
+            f"{escape(host)}:{port} can score as any tenant and reload the config.[/]",
+            soft_wrap=True,
+        )
+    out.print(
+        f"muse: serving {escape(str(config))} on http://{host}:{port} — try:", highlight=False
+    )
+    out.print(curl_example(config, host, port), highlight=False, markup=False, soft_wrap=True)
+    run_server(config, host, port, workers, log_level)
+
+
+auth_app = typer.Typer(
+    help="API keys: make them and hash them for the config.", no_args_is_help=True
+)
+app.add_typer(auth_app, name="auth")
+
+
+@auth_app.command("new-key")
+def new_key() -> None:
+    """Print a new random API key and the hash to put in the config's `auth` section."""
+    import secrets
+
+    from muse.serving_config import hash_api_key
+
+    key = "muse_" + secrets.token_urlsafe(32)
+    out.print(f"key:  {key}", highlight=False)
+    out.print(f"hash: {hash_api_key(key)}", highlight=False)
+
+
+@auth_app.command("hash-key")
+def hash_key(
+    key: Annotated[str, typer.Argument(help="The API key, or - to read it from standard input.")],
+) -> None:
+    """Print the hash of an existing API key (what the config stores)."""
+    from muse.serving_config import hash_api_key
+
+    if key == "-":
+        key = sys.stdin.readline().strip()
+    if not key:
+        _fail("empty API key")
+    out.print(hash_api_key(key), highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -164,6 +164,10 @@ class ScoringService:
     def pool(self) -> ModelPool:
         return self._pool
 
+    def swap(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` the one new calls score on (a single reference assignment)."""
+        self._snapshot = snapshot
+
     def reload(self, path: str | Path | None = None) -> Snapshot:
         """Build a snapshot from ``path`` (default: the current config file) and swap it in.
 

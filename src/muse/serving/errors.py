@@ -1,0 +1,93 @@
+"""Mapping muse's exceptions to HTTP answers: the only place status codes are chosen.
+
+Every error body is ``{"error": {"code", "message", "field", "index"}}``: ``field`` names
+the offending request field (``features.amount``, ``intent.channel``) and ``index`` the
+event of a batch, so a client can fix its request without reading server logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from muse.errors import (
+    BackendError,
+    ConfigError,
+    FeatureError,
+    IntentError,
+    MuseError,
+    NoRouteError,
+)
+
+__all__ = ["HTTPError", "error_body", "from_exception"]
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPError(Exception):
+    """An answer other than 200: status, stable ``code``, human ``message``, and where."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+
+class _Body(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    field: str | None = None
+    index: int | None = None
+
+
+class _Envelope(msgspec.Struct):
+    error: _Body
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def error_body(err: HTTPError) -> bytes:
+    """The JSON body of ``err``."""
+    return _encode(_Envelope(_Body(err.code, err.message, err.field, err.index)))
+
+
+def from_exception(exc: BaseException, *, batch: bool = False) -> HTTPError:
+    """The HTTP answer for an exception raised while scoring a request.
+
+    Anything that is not a :class:`MuseError` is a server fault (500): the caller logs it;
+    a client can never cause one, since every check on its input raises a MuseError.
+    """
+    if isinstance(exc, HTTPError):
+        return exc
+    if isinstance(exc, FeatureError):
+        index = exc.index if batch else None
+        field = f"features.{exc.feature}" if exc.feature else "features"
+        return HTTPError(422, "invalid_features", str(exc), field, index)
+    if isinstance(exc, IntentError):
+        field = f"intent.{exc.attribute}" if exc.attribute else "intent"
+        return HTTPError(
+            422, "invalid_intent", str(exc), field, _event_index(str(exc)) if batch else None
+        )
+    if isinstance(exc, NoRouteError):
+        return HTTPError(404, "no_route", str(exc), "intent")
+    if isinstance(exc, BackendError):
+        return HTTPError(503, "model_unavailable", str(exc))
+    if isinstance(exc, ConfigError):
+        return HTTPError(503, "not_ready", str(exc))
+    if isinstance(exc, MuseError):
+        return HTTPError(422, "invalid_request", str(exc))
+    return HTTPError(500, "internal", "internal error; the server logged the details")
+
+
+def _event_index(message: str) -> int | None:
+    # IntentErrors raised for a batch start with "event <i>:" (see muse.service).
+    if message.startswith("event "):
+        head = message[6:].split(":", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return None

@@ -1,0 +1,140 @@
+"""The JSON wire format of ``POST /v1/score``, decoded and encoded with msgspec.
+
+One event ``{"event_id", "intent", "features"}`` or a batch ``{"events": [...]}``; the
+answer is ``{"event_id", "score"}`` or a list of them. Intents and features are decoded as
+plain mappings and checked by the scoring core, whose errors name the exact attribute or
+feature (msgspec's own would only say ``$.features[...]``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from muse.serving.errors import HTTPError
+
+__all__ = ["EventIn", "ParsedRequest", "decode_score_request", "encode_scores"]
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One event of a request."""
+
+    event_id: str
+    intent: dict[str, Any]
+    features: dict[str, Any]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: str | None = None
+    intent: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None
+    events: list[EventIn] | None = None
+
+
+class ParsedRequest(msgspec.Struct):
+    events: list[EventIn]
+    batch: bool
+
+
+class _ScoreOut(msgspec.Struct):
+    event_id: str
+    score: float
+
+
+_decoder = msgspec.json.Decoder(_Body)
+_encoder = msgspec.json.Encoder()
+_PATH = re.compile(r"at `\$(?:\.events\[(\d+)\])?\.?([^`]*)`")
+
+
+def decode_score_request(body: bytes, max_events: int) -> ParsedRequest:
+    """Parse a request body; :class:`HTTPError` 400 (malformed JSON) or 422 (wrong shape)."""
+    try:
+        parsed = _decoder.decode(body)
+    except msgspec.ValidationError as e:
+        # msgspec validates while parsing: a truncated body can fail as a "wrong type"
+        # before the syntax error shows. Malformed JSON is a 400 whatever the shape.
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError as syntax:
+            parsed = _lenient(body, syntax)
+        else:
+            raise _shape_error(e) from None
+    except msgspec.DecodeError as e:
+        parsed = _lenient(body, e)
+    if parsed.events is not None:
+        if parsed.event_id is not None or parsed.intent is not None or parsed.features is not None:
+            raise HTTPError(
+                422,
+                "invalid_request",
+                "send either one event {event_id, intent, features} or a batch {events: [...]}, not both",
+            )
+        if not parsed.events:
+            raise HTTPError(422, "invalid_request", "a batch needs at least one event", "events")
+        if len(parsed.events) > max_events:
+            raise HTTPError(
+                413,
+                "batch_too_large",
+                f"a batch may hold at most {max_events} events, got {len(parsed.events)}; split it",
+                "events",
+            )
+        return ParsedRequest(parsed.events, batch=True)
+    missing = [name for name in ("event_id", "intent", "features") if getattr(parsed, name) is None]
+    if missing:
+        raise HTTPError(
+            422,
+            "invalid_request",
+            f"missing field(s) {missing}: send {{event_id, intent, features}} or {{events: [...]}}",
+            missing[0],
+        )
+    assert parsed.event_id is not None and parsed.intent is not None  # noqa: PT018
+    assert parsed.features is not None
+    return ParsedRequest([EventIn(parsed.event_id, parsed.intent, parsed.features)], batch=False)
+
+
+def encode_scores(event_ids: Sequence[str], scores: Sequence[float], batch: bool) -> bytes:
+    """``{"event_id", "score"}`` for one event, a JSON list of them for a batch."""
+    if not batch:
+        return _encoder.encode(_ScoreOut(event_ids[0], scores[0]))
+    return _encoder.encode([_ScoreOut(e, s) for e, s in zip(event_ids, scores, strict=True)])
+
+
+def _shape_error(e: msgspec.ValidationError) -> HTTPError:
+    text = str(e)
+    m = _PATH.search(text)
+    index = int(m.group(1)) if m and m.group(1) else None
+    field = m.group(2).split("[")[0] if m and m.group(2) else None
+    unknown = re.search(r"unknown field `([^`]+)`", text)
+    if unknown:
+        field = unknown.group(1)
+    return HTTPError(422, "invalid_request", text, field or None, index)
+
+
+def _lenient(body: bytes, error: msgspec.DecodeError) -> _Body:
+    # Python's json module writes NaN and Infinity, which strict JSON parsers reject.
+    # Accept them here so the scoring core reports *which* feature is not finite (422)
+    # instead of a bare syntax error; anything else malformed stays a 400.
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPError(400, "malformed_json", f"request body is not valid JSON: {error}") from None
+    if not _has_non_finite(doc):
+        raise HTTPError(400, "malformed_json", f"request body is not valid JSON: {error}")
+    try:
+        return msgspec.convert(doc, _Body)
+    except msgspec.ValidationError as e:
+        raise _shape_error(e) from None
+
+
+def _has_non_finite(doc: object) -> bool:
+    if isinstance(doc, float):
+        return not math.isfinite(doc)
+    if isinstance(doc, dict):
+        return any(_has_non_finite(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_has_non_finite(v) for v in doc)
+    return False
