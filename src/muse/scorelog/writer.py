@@ -11,10 +11,10 @@ Serving must never wait for the lake, and the lake must never take serving down:
 * A failed file (write or rename raised) is logged once with its path and cause and its
   rows are counted as lost; it is not retried, so an outage cannot pile up an unbounded
   retry buffer. Later flushes try the sink again as usual.
-* Every row accepted is eventually written, dropped later never, or lost (counted):
-  ``accepted == written_rows + lost_rows + pending_rows`` at all times, and after
-  :meth:`close` returned True, ``pending_rows == 0`` — a graceful shutdown loses no
-  acknowledged row.
+* Every row passed to :meth:`~LakeWriter.append` is counted exactly once, so metrics
+  can prove nothing vanished: ``appended == dropped_rows + written_rows + lost_rows +
+  pending_rows``. When :meth:`~LakeWriter.close` returns True, ``pending_rows == 0``: a
+  graceful shutdown loses no acknowledged row.
 * Files appear atomically under their final name (see :mod:`muse.scorelog.layout`).
 
 The Python-object → Arrow conversion holds the GIL, so it runs in slices of a few thousand

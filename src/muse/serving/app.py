@@ -359,14 +359,14 @@ def _row(result: ScoreResult, score: Any, ts: datetime, latency_ms: float) -> La
         event_id=result.event_id or "",
         timestamp=ts,
         tenant=result.intent["tenant"],
-        intent=dict(result.intent),
+        intent=result.intent,  # converted in the lake's background thread
         predictor=score.predictor,
         role=score.role,
         fingerprint=score.fingerprint,
         tq_version=score.tq_version,
         raw=score.raw,
         score=score.score,
-        experts=dict(score.experts),
+        experts=score.experts,
         latency_ms=latency_ms,
         config_version=result.config_version,
     )
