@@ -29,7 +29,7 @@ def test_rows_to_table_round_trips_through_parquet(rows: list[LakeRow]) -> None:
     assert exact_all(back) == exact_all(rows)
 
 
-@settings(max_examples=40)
+@settings(max_examples=25)
 @given(st.lists(lake_rows, min_size=1, max_size=30), st.integers(1, 8))
 def test_the_writer_round_trips_any_rows(rows: list[LakeRow], max_rows_per_file: int) -> None:
     lake = memory_lake()
