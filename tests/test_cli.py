@@ -215,7 +215,11 @@ def test_score_reads_features_from_a_file(tmp_path: Path) -> None:
         ("tenant", features(), ("--intent expects key=value",)),
         ("tenant=bank1,merchant=acme", features(), ("'merchant' is not declared",)),
         ("channel=web", features(), ("must name its tenant",)),
-        ("tenant=bank1", features(amount=None), ("missing feature 'amount'", "model 'm1'")),
+        (
+            "tenant=bank1",
+            features(amount=None),
+            ("missing feature 'amount'", "needs features ['amount'"),
+        ),
         ("tenant=bank1", features(amount="abc"), ("feature 'amount' must be numeric", "'abc'")),
         ("tenant=bank1", features(amount=[1]), ("feature 'amount' must be numeric",)),
         ("tenant=bank1", features(amount=math.nan), ("feature 'amount' must be finite", "nan")),

@@ -178,19 +178,21 @@ def serve(
     from muse.serving.server import curl_example
     from muse.serving.server import serve as run_server
 
+    pool = ModelPool()
     try:
         loaded = load_config(config)
-        build_snapshot(loaded, ModelPool())  # fail fast, with every problem, before binding
+        if loaded.spec.auth is None:
+            _fail(
+                "the config has no `auth` section: give API key hashes, or `auth: none` for "
+                "local use"
+            )
+        build_snapshot(loaded, pool)  # fail fast, with every problem, before binding
     except (ConfigError, BackendError) as e:
         issues = e.issues if isinstance(e, ConfigError) else [str(e)]
         err.print(f"[bold red]{escape(str(config))}: invalid[/]", highlight=False, soft_wrap=True)
         for issue in issues:
             err.print(f"  - {issue}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    if loaded.spec.auth is None:
-        _fail(
-            "the config has no `auth` section: give API key hashes, or `auth: none` for local use"
-        )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -204,7 +206,7 @@ def serve(
         f"muse: serving {escape(str(config))} on http://{host}:{port} — try:", highlight=False
     )
     out.print(curl_example(config, host, port), highlight=False, markup=False, soft_wrap=True)
-    run_server(config, host, port, workers, log_level)
+    run_server(config, host, port, workers, log_level, pool=pool if workers == 1 else None)
 
 
 auth_app = typer.Typer(

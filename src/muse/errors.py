@@ -71,16 +71,20 @@ def _join(prefix: str, path: str) -> str:
 class IntentError(MuseError, ValueError):
     """An intent names an attribute the deployment does not declare, or gives it a non-string value."""
 
-    def __init__(self, message: str, *, attribute: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, attribute: str | None = None, index: int | None = None
+    ) -> None:
         super().__init__(message)
         self.attribute = attribute
+        self.index = index
 
 
 class NoRouteError(MuseError, LookupError):
     """No scoring rule matches an intent (the config has no catch-all rule)."""
 
-    def __init__(self, intent: Mapping[str, object]) -> None:
+    def __init__(self, intent: Mapping[str, object], *, index: int | None = None) -> None:
         self.intent = dict(intent)
+        self.index = index
         super().__init__(
             f"no scoring rule matches intent {self.intent!r}; add a rule for it or a catch-all "
             "rule with condition {}"

@@ -23,7 +23,15 @@ import numpy as np
 from muse.backends.base import ModelBackend
 from muse.backends.pool import ModelPool
 from muse.config import LoadedConfig, load_config
-from muse.errors import BackendError, ConfigError, ConfigIssue, FeatureError, IntentError, MuseError
+from muse.errors import (
+    BackendError,
+    ConfigError,
+    ConfigIssue,
+    FeatureError,
+    IntentError,
+    MuseError,
+    NoRouteError,
+)
 from muse.features.table import FeatureTable
 from muse.predictor import Expert, Predictor, PredictorResult, TenantMap
 from muse.routing import Route, Router
@@ -361,9 +369,10 @@ def _run_models(
         missing = table.missing(backend.feature_names)
         if missing:
             if live_idx is not None:
+                # Clients request intents, not models: the message names features only.
                 raise FeatureError(
-                    f"missing feature {missing[0]!r} (event {int(live_idx[0])}); "
-                    f"model {model!r} needs {list(backend.feature_names)}",
+                    f"missing feature {missing[0]!r} (event {int(live_idx[0])}); scoring this intent "
+                    f"needs features {sorted(backend.feature_names)}",
                     feature=missing[0],
                     index=int(live_idx[0]),
                 )
@@ -429,13 +438,15 @@ class _Plan:
         for i, intent in enumerate(intents):
             if not isinstance(intent, Mapping):
                 raise IntentError(
-                    f"intent of event {i} must be a mapping, got {type(intent).__name__}"
+                    f"intent of event {i} must be a mapping, got {type(intent).__name__}",
+                    index=i,
                 )
             tenant = intent.get("tenant")
             if not isinstance(tenant, str) or not tenant:
                 raise IntentError(
                     f"intent of event {i} must name its tenant (a non-empty string), got {tenant!r}",
                     attribute="tenant",
+                    index=i,
                 )
             # Unsorted: the same attributes in another order only miss the cache.
             key: tuple[tuple[str, str], ...] | None = tuple(intent.items())
@@ -447,7 +458,9 @@ class _Plan:
                 try:
                     route = snap.router.route(intent)
                 except IntentError as e:
-                    raise IntentError(f"event {i}: {e}", attribute=e.attribute) from None
+                    raise IntentError(f"event {i}: {e}", attribute=e.attribute, index=i) from None
+                except NoRouteError as e:
+                    raise NoRouteError(e.intent, index=i) from None
                 if key is not None:
                     cache[key] = route
             routes.append(route)

@@ -35,9 +35,11 @@ class _Strict(BaseModel):
 def _check_hashes(hashes: tuple[str, ...]) -> tuple[str, ...]:
     for h in hashes:
         if not _HASH.match(h):
+            # The value may be a plain key pasted by mistake: never echo any of it.
             raise ValueError(
-                f"API keys are stored hashed as 'sha256:<64 hex digits>', got {h[:12]!r}…; "
-                "never put a plain key in config (hash one with `muse auth hash-key`)"
+                "API keys are stored hashed as 'sha256:<64 hex digits>', got a value that is "
+                "not such a hash; never put a plain key in config (hash one with "
+                "`muse auth hash-key`)"
             )
     return hashes
 

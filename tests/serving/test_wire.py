@@ -91,7 +91,7 @@ def test_scores_encode_as_object_or_list() -> None:
             None,
         ),
         (
-            IntentError("event 2: bad", attribute="channel"),
+            IntentError("event 2: bad", attribute="channel", index=2),
             True,
             422,
             "invalid_intent",

@@ -272,6 +272,13 @@ class MuseApp:
                 raise HTTPError(503, "not_ready", "the service is not started")
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
+                if config.spec.auth is None:
+                    # Never let a reload switch authentication off by omission.
+                    raise ConfigError(
+                        "the new config has no `auth` section; keep the API keys, or write "
+                        "`auth: none` explicitly",
+                        source=str(self.config_path),
+                    )
                 snapshot = await asyncio.to_thread(build_snapshot, config, self.pool)
                 await asyncio.to_thread(warm_up, snapshot, config.spec.server.warmup_events)
             except MuseError:
@@ -279,7 +286,9 @@ class MuseApp:
                 raise
             service.swap(snapshot)
             self.pool.retain(snapshot.config.model_specs.values())
-            self.auth = Authenticator.from_config(config.spec.auth or "none")
+            self.auth = Authenticator.from_config(config.spec.auth)
+            if not self.auth.enabled:
+                log.warning("AUTHENTICATION IS OFF after reload (auth: none): local use only")
             self.metrics.reloads.labels("ok").inc()
             log.info("reloaded: config version %s", snapshot.version)
             return snapshot.version
@@ -330,12 +339,17 @@ class MuseApp:
         await self._json(send, "/openapi.json", 200, openapi_document())
 
     async def _not_found(self, scope: Scope, send: Send) -> None:
-        paths = {p for _, p in self._routes}
-        if scope["path"] in paths:
-            err = HTTPError(405, "method_not_allowed", f"{scope['method']} is not allowed here")
+        allowed = sorted(m for m, p in self._routes if p == scope["path"])
+        headers = list(_JSON)
+        if allowed:
+            err = HTTPError(
+                405, "method_not_allowed", f"{scope['method']} is not allowed here; use {allowed}"
+            )
+            headers.append((b"allow", ", ".join(allowed).encode()))
         else:
             err = HTTPError(404, "not_found", f"no endpoint {scope['path']!r}; see /openapi.json")
-        await _respond(send, err.status, error_body(err), list(_JSON))
+        self.metrics.response("other", err.status)
+        await _respond(send, err.status, error_body(err), headers)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -70,24 +70,16 @@ def from_exception(exc: BaseException, *, batch: bool = False) -> HTTPError:
         return HTTPError(422, "invalid_features", str(exc), field, index)
     if isinstance(exc, IntentError):
         field = f"intent.{exc.attribute}" if exc.attribute else "intent"
-        return HTTPError(
-            422, "invalid_intent", str(exc), field, _event_index(str(exc)) if batch else None
-        )
+        return HTTPError(422, "invalid_intent", str(exc), field, exc.index if batch else None)
     if isinstance(exc, NoRouteError):
-        return HTTPError(404, "no_route", str(exc), "intent")
+        return HTTPError(404, "no_route", str(exc), "intent", exc.index if batch else None)
     if isinstance(exc, BackendError):
-        return HTTPError(503, "model_unavailable", str(exc))
+        # Clients request intents, not models: the details (model, file, cause) are logged.
+        return HTTPError(
+            503, "model_unavailable", "a model needed for this intent is unavailable; retry later"
+        )
     if isinstance(exc, ConfigError):
-        return HTTPError(503, "not_ready", str(exc))
+        return HTTPError(422, "invalid_config", str(exc))
     if isinstance(exc, MuseError):
         return HTTPError(422, "invalid_request", str(exc))
     return HTTPError(500, "internal", "internal error; the server logged the details")
-
-
-def _event_index(message: str) -> int | None:
-    # IntentErrors raised for a batch start with "event <i>:" (see muse.service).
-    if message.startswith("event "):
-        head = message[6:].split(":", 1)[0]
-        if head.isdigit():
-            return int(head)
-    return None

@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from muse.backends.pool import ModelPool
 from muse.serving.app import MuseApp
 
 __all__ = ["create_app", "curl_example", "serve"]
@@ -58,8 +59,19 @@ class _Server(uvicorn.Server):
             log.error("SIGHUP: config rejected, still serving the previous one: %s", e)
 
 
-def serve(config: Path, host: str, port: int, workers: int, log_level: str = "info") -> None:
-    """Serve ``config`` until stopped; returns after a graceful shutdown."""
+def serve(
+    config: Path,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str = "info",
+    pool: ModelPool | None = None,
+) -> None:
+    """Serve ``config`` until stopped; returns after a graceful shutdown.
+
+    ``pool`` may hold models already loaded (the CLI checks the config first): a single
+    worker then reuses them instead of loading every model twice.
+    """
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -77,7 +89,7 @@ def serve(config: Path, host: str, port: int, workers: int, log_level: str = "in
         os.environ[_CONFIG_ENV] = str(config.resolve())
         uvicorn.run("muse.serving.server:create_app", factory=True, workers=workers, **common)
         return
-    app = MuseApp(config)
+    app = MuseApp(config, pool=pool)
     server = _Server(uvicorn.Config(app, **common), app)
     server.run()
 

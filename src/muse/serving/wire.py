@@ -55,11 +55,15 @@ def decode_score_request(body: bytes, max_events: int) -> ParsedRequest:
     """Parse a request body; :class:`HTTPError` 400 (malformed JSON) or 422 (wrong shape)."""
     try:
         parsed = _decoder.decode(body)
+    except (RecursionError, UnicodeDecodeError) as e:
+        raise _malformed(e) from None
     except msgspec.ValidationError as e:
         # msgspec validates while parsing: a truncated body can fail as a "wrong type"
         # before the syntax error shows. Malformed JSON is a 400 whatever the shape.
         try:
             msgspec.json.decode(body)
+        except (RecursionError, UnicodeDecodeError) as syntax:
+            raise _malformed(syntax) from None
         except msgspec.DecodeError as syntax:
             parsed = _lenient(body, syntax)
         else:
@@ -108,9 +112,9 @@ def _shape_error(e: msgspec.ValidationError) -> HTTPError:
     m = _PATH.search(text)
     index = int(m.group(1)) if m and m.group(1) else None
     field = m.group(2).split("[")[0] if m and m.group(2) else None
-    unknown = re.search(r"unknown field `([^`]+)`", text)
-    if unknown:
-        field = unknown.group(1)
+    named = re.search(r"(?:unknown|missing required) field `([^`]+)`", text)
+    if named:
+        field = named.group(1)
     return HTTPError(422, "invalid_request", text, field or None, index)
 
 
@@ -120,14 +124,26 @@ def _lenient(body: bytes, error: msgspec.DecodeError) -> _Body:
     # instead of a bare syntax error; anything else malformed stays a 400.
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPError(400, "malformed_json", f"request body is not valid JSON: {error}") from None
-    if not _has_non_finite(doc):
-        raise HTTPError(400, "malformed_json", f"request body is not valid JSON: {error}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _malformed(error) from None
     try:
+        if not _has_non_finite(doc):
+            raise _malformed(error)
         return msgspec.convert(doc, _Body)
+    except RecursionError:
+        raise _malformed(RecursionError()) from None
     except msgspec.ValidationError as e:
         raise _shape_error(e) from None
+
+
+def _malformed(error: BaseException) -> HTTPError:
+    if isinstance(error, RecursionError):
+        reason = "nested too deeply"
+    elif isinstance(error, UnicodeDecodeError):
+        reason = "not UTF-8"
+    else:
+        reason = str(error)
+    return HTTPError(400, "malformed_json", f"request body is not valid JSON: {reason}")
 
 
 def _has_non_finite(doc: object) -> bool:
