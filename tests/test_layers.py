@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "predictor": 2,
     "config": 3,
     "serving_config": 3,
+    "schema": 3,
     "service": 4,
     "scorelog": 4,
     "fitting": 5,

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
 from muse.artifacts import (
     QuantileArtifact,
@@ -35,7 +35,15 @@ from muse.backends.base import BACKEND_KINDS, ModelSpec, file_digest
 from muse.errors import ConfigError, ConfigIssue
 from muse.fingerprint import predictor_fingerprint
 from muse.routing import DEFAULT_ATTRIBUTES, Router
-from muse.serving_config import AuthConfig, AuthSetting, LakeConfig, ServerConfig
+from muse.schema import (
+    DeploymentSpec,
+    ExpertConfig,
+    IntentConfig,
+    ModelConfig,
+    PredictorConfig,
+    ReferenceConfig,
+)
+from muse.serving_config import AuthConfig, LakeConfig, ServerConfig
 from muse.transforms.reference import Reference
 
 __all__ = [
@@ -50,115 +58,6 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class BetaParams(_Strict):
-    """Shape parameters of a Beta reference."""
-
-    a: float = Field(gt=0, allow_inf_nan=False, description="First shape parameter (> 0).")
-    b: float = Field(gt=0, allow_inf_nan=False, description="Second shape parameter (> 0).")
-
-
-class ReferenceConfig(_Strict):
-    """A reference distribution R: exactly one of ``beta``, ``quantiles`` or ``samples``."""
-
-    beta: BetaParams | None = Field(None, description="A Beta(a, b) distribution.")
-    quantiles: str | None = Field(
-        None,
-        description="JSON file {levels: [...], values: [...]}: e.g. a legacy system's score quantiles.",
-    )
-    samples: str | None = Field(
-        None,
-        description="File of scores in [0, 1]: .json list, .npy, or .parquet (column 'score').",
-    )
-    description: str | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ReferenceConfig:
-        given = [k for k in ("beta", "quantiles", "samples") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of beta, quantiles, samples (got {given or 'none'})"
-            )
-        return self
-
-
-class ModelConfig(_Strict):
-    """A physical model: the unit of sharing between predictors (paper §2.2.1)."""
-
-    backend: Literal["lightgbm", "onnx", "xgboost"] = Field(
-        description="Runtime that loads the file."
-    )
-    uri: str = Field(min_length=1, description="Model file, relative to the config file.")
-    undersampling: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        allow_inf_nan=False,
-        description="β: fraction of negatives kept when training (Eq. 3); 1 = no undersampling.",
-    )
-    features: tuple[str, ...] | None = Field(
-        None, description="Feature names, for model files that do not embed them."
-    )
-    threads: int = Field(1, ge=1, le=64, description="Intra-op threads of the runtime.")
-    description: str | None = None
-
-
-class ExpertConfig(_Strict):
-    """One expert of a predictor."""
-
-    model: str = Field(min_length=1, description="Name of a model under `models`.")
-    weight: float = Field(1.0, gt=0, allow_inf_nan=False, description="Aggregation weight (> 0).")
-
-
-class PredictorConfig(_Strict):
-    """A predictor p = ⟨M, A, T^Q⟩ (paper §2.2.2)."""
-
-    experts: tuple[ExpertConfig, ...] = Field(min_length=1, description="Its experts M.")
-    aggregation: Literal["weighted_mean"] = Field("weighted_mean", description="Aggregation A.")
-    reference: str = Field(description="Name of the reference distribution its maps target.")
-    transforms: str = Field(
-        min_length=1, description="Folder of its T^Q artifacts, relative to the config file."
-    )
-    pins: Mapping[str, int] = Field(
-        default_factory=dict,
-        description="Tenant (or 'default') → T^Q version to deploy instead of the latest.",
-    )
-    description: str | None = None
-
-
-class IntentConfig(_Strict):
-    """Intent attributes clients may send, beyond tenant, geography, schema and channel."""
-
-    attributes: tuple[str, ...] = Field(default=(), description="Extra attribute names (singular).")
-
-    @field_validator("attributes")
-    @classmethod
-    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for name in v:
-            if not name.isidentifier() or not name.islower():
-                raise ValueError(f"attribute names are lower-case identifiers, got {name!r}")
-        return v
-
-
-class DeploymentSpec(_Strict):
-    """The whole ``muse.yaml``."""
-
-    version: str | None = Field(None, description="Operator's name for this config version.")
-    intent: IntentConfig = Field(default_factory=IntentConfig)
-    references: Mapping[str, ReferenceConfig]
-    models: Mapping[str, ModelConfig]
-    predictors: Mapping[str, PredictorConfig]
-    routing: Mapping[str, Any]
-    auth: AuthSetting | None = Field(
-        None, description="`none` (local use only) or API keys; required to serve."
-    )
-    lake: LakeConfig | None = Field(None, description="Score lake; absent = no lake.")
-    server: ServerConfig = Field(default_factory=ServerConfig)
 
 
 @dataclass(frozen=True, slots=True)
