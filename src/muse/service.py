@@ -332,7 +332,15 @@ class DeferredShadows:
         todo: dict[str, np.ndarray] = {}
         for model, idx in plan.model_events().items():
             done = plan.live_model_events.get(model)
-            rest = idx if done is None else np.setdiff1d(idx, done, assume_unique=True)
+            if done is None:
+                rest = idx
+            elif done.size == idx.size:
+                continue  # the live predictors already ran it on every event that needs it
+            else:
+                # A mask rather than np.setdiff1d, which sorts: ~10x cheaper on small batches.
+                pending = np.ones(plan.n, dtype=bool)
+                pending[done] = False
+                rest = idx[pending[idx]]
             if rest.size:
                 todo[model] = rest
         try:
