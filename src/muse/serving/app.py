@@ -28,8 +28,9 @@ from muse.config import load_config
 from muse.errors import ConfigError, MuseError
 from muse.features.table import FeatureTable
 from muse.scorelog import LakeRow, LakeWriter
-from muse.service import ScoreResult, ScoringService, Snapshot, build_snapshot
+from muse.service import LiveOutcome, ScoreResult, ScoringService, Snapshot, build_snapshot
 from muse.serving.auth import Authenticator
+from muse.serving.batching import MicroBatcher
 from muse.serving.errors import HTTPError, error_body, from_exception
 from muse.serving.metrics import CONTENT_TYPE, Metrics
 from muse.serving.openapi import openapi_document
@@ -65,6 +66,7 @@ class MuseApp:
         self.lake: LakeWriter | None = None
         self.shadows: ShadowRunner | None = None
         self._reload_lock = asyncio.Lock()
+        self._batcher = MicroBatcher(self._record_scored)
         self._watch_task: asyncio.Task[None] | None = None
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/score"): self._score,
@@ -201,20 +203,27 @@ class MuseApp:
                 )
             intents = [e.intent for e in events]
             event_ids = [e.event_id for e in events]
-            if request.batch:
+            if not request.batch:
+                # Checked here so a bad event fails alone, before it joins a micro-batch.
+                FeatureTable.from_row(events[0].features)
+                results = [
+                    await self._batcher.submit(
+                        service, intents[0], events[0].features, event_ids[0], started, received_at
+                    )
+                ]
+            else:
                 table = FeatureTable.from_rows([e.features for e in events])
-            else:
-                table = FeatureTable.from_row(events[0].features)
-            if len(events) > _INLINE_EVENTS:
-                outcome = await asyncio.to_thread(
-                    service.score_live, intents, table, event_ids=event_ids
-                )
-            else:
-                outcome = service.score_live(intents, table, event_ids=event_ids)
+                if len(events) > _INLINE_EVENTS:
+                    outcome = await asyncio.to_thread(
+                        service.score_live, intents, table, event_ids=event_ids
+                    )
+                else:
+                    outcome = service.score_live(intents, table, event_ids=event_ids)
+                results = outcome.results
+                self._record_scored(outcome, [started] * len(results), [received_at] * len(results))
         except Exception as exc:
             await self._error(send, path, exc, batch=batch)
             return
-        results = outcome.results
         body_out = encode_scores(event_ids, [r.live.score for r in results], request.batch)
         headers = [
             *_JSON,
@@ -223,18 +232,25 @@ class MuseApp:
         await _respond(send, 200, body_out, headers)
         elapsed = time.perf_counter() - started
         self.metrics.response(path, 200)
-        self._record_live(results, received_at, elapsed)
-        if outcome.deferred is not None and self.shadows is not None:
-            self.shadows.submit(ShadowJob(outcome.deferred, received_at))
-
-    def _record_live(self, results: list[ScoreResult], received_at: float, seconds: float) -> None:
         observe = self.metrics.observe
         for r in results:
-            observe(r.intent["tenant"], r.live.predictor, "live", seconds, r.live.score)
+            observe(r.intent["tenant"], r.live.predictor, "live", elapsed, r.live.score)
+
+    def _record_scored(
+        self, outcome: LiveOutcome, started: list[float], received_at: list[float]
+    ) -> None:
+        """Lake rows for live results (each with its request's arrival and latency) and
+        the shadow work of the batch, queued for the worker."""
         if self.lake is not None:
-            ts = datetime.fromtimestamp(received_at, UTC)
-            ms = seconds * 1e3
-            self.lake.append([_row(r, r.live, ts, ms) for r in results])
+            now = time.perf_counter()
+            self.lake.append(
+                [
+                    _row(r, r.live, datetime.fromtimestamp(at, UTC), (now - t0) * 1e3)
+                    for r, t0, at in zip(outcome.results, started, received_at, strict=True)
+                ]
+            )
+        if outcome.deferred is not None and self.shadows is not None:
+            self.shadows.submit(ShadowJob(outcome.deferred, min(received_at)))
 
     def _record_shadows(self, job: ShadowJob, results: list[ScoreResult], seconds: float) -> None:
         rows: list[LakeRow] = []
