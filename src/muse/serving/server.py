@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,6 +47,10 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def startup(self, sockets: Any = None) -> None:
+        # The shadow worker and the lake writer share the GIL with the event loop; with
+        # CPython's default 5 ms switch interval a busy background thread can hold a live
+        # request that long. 0.5 ms bounds that wait at a small cost in switches.
+        sys.setswitchinterval(0.0005)
         await super().startup(sockets)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
