@@ -461,6 +461,7 @@ def test_undersample_rejects_beta_outside_unit_interval(frame: EventFrame, beta:
 def test_a_small_model_learns_an_imperfect_signal_with_tenant_specific_scores() -> None:
     import lightgbm
     from sklearn import metrics
+
     tenants = make_tenants(4, seed=0)
     train = generate_events(tenants, 50_000, seed=1)
     test = generate_events(tenants, 100_000, seed=2)
