@@ -246,3 +246,13 @@ def test_score_outputs_checks_outputs_computed_elsewhere(
     p = _ensemble()
     with pytest.raises(ValueError, match=message):
         p.score_outputs({m: np.array(v) for m, v in outputs.items()}, "t")
+
+
+def test_concat_stacks_validated_tables_and_refuses_different_features() -> None:
+    a = FeatureTable.from_row({"x": 1.0, "y": 2.0})
+    b = FeatureTable.from_row({"y": 4.0, "x": 3.0})
+    both = FeatureTable.concat([a, b])
+    assert both.n_events == 2
+    assert both.matrix(("x", "y")).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    with pytest.raises(FeatureError, match="different features"):
+        FeatureTable.concat([a, FeatureTable.from_row({"x": 1.0})])

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from muse.errors import IntentError
+from muse.features import FeatureTable
 from muse.service import LiveOutcome, ScoringService
 from muse.serving.batching import MicroBatcher
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 SAMPLE = json.loads((QUICKSTART / "sample_event.json").read_text())
+ROW = FeatureTable.from_row(SAMPLE)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def test_concurrent_events_are_scored_in_one_pass_with_their_own_results(
         return list(
             await asyncio.gather(
                 *(
-                    batcher.submit(service, {"tenant": t}, SAMPLE, f"e{i}", 0.0, 0.0)
+                    batcher.submit(service, {"tenant": t}, ROW, f"e{i}", 0.0, 0.0)
                     for i, t in enumerate(tenants)
                 )
             )
@@ -54,11 +56,9 @@ def test_a_bad_event_fails_alone(service: ScoringService) -> None:
     async def main() -> list[object]:
         return list(
             await asyncio.gather(
-                batcher.submit(service, {"tenant": "bank1"}, SAMPLE, "ok-1", 0.0, 0.0),
-                batcher.submit(
-                    service, {"tenant": "bank1", "colour": "red"}, SAMPLE, "bad", 0.0, 0.0
-                ),
-                batcher.submit(service, {"tenant": "bank2"}, SAMPLE, "ok-2", 0.0, 0.0),
+                batcher.submit(service, {"tenant": "bank1"}, ROW, "ok-1", 0.0, 0.0),
+                batcher.submit(service, {"tenant": "bank1", "colour": "red"}, ROW, "bad", 0.0, 0.0),
+                batcher.submit(service, {"tenant": "bank2"}, ROW, "ok-2", 0.0, 0.0),
                 return_exceptions=True,
             )
         )
@@ -79,8 +79,10 @@ def test_events_with_different_feature_sets_are_scored_in_separate_groups(
     async def main() -> list[object]:
         return list(
             await asyncio.gather(
-                batcher.submit(service, {"tenant": "bank2"}, SAMPLE, "a", 0.0, 0.0),
-                batcher.submit(service, {"tenant": "bank2"}, m1_only, "b", 0.0, 0.0),
+                batcher.submit(service, {"tenant": "bank2"}, ROW, "a", 0.0, 0.0),
+                batcher.submit(
+                    service, {"tenant": "bank2"}, FeatureTable.from_row(m1_only), "b", 0.0, 0.0
+                ),
             )
         )
 

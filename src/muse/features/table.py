@@ -148,6 +148,26 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         sub._matrices = {}
         return sub
 
+    @classmethod
+    def concat(cls, tables: Sequence[FeatureTable]) -> FeatureTable:
+        """The events of ``tables`` one after the other (already validated: no re-check).
+
+        Every table must have the same features, in any order.
+        """
+        names = list(tables[0])
+        expected = set(names)
+        for t in tables[1:]:
+            if set(t) != expected:
+                raise FeatureError(
+                    f"cannot concatenate feature tables with different features: "
+                    f"{sorted(expected)} and {sorted(t)}"
+                )
+        out = cls.__new__(cls)
+        out._columns = {n: np.concatenate([t._columns[n] for t in tables]) for n in names}
+        out._n = sum(t._n for t in tables)
+        out._matrices = {}
+        return out
+
     def __repr__(self) -> str:
         return f"FeatureTable(n_events={self._n}, features={list(self._columns)})"
 

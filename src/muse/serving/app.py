@@ -204,11 +204,11 @@ class MuseApp:
             intents = [e.intent for e in events]
             event_ids = [e.event_id for e in events]
             if not request.batch:
-                # Checked here so a bad event fails alone, before it joins a micro-batch.
-                FeatureTable.from_row(events[0].features)
+                # Checked here, once, so a bad event fails alone before it joins a micro-batch.
+                row = FeatureTable.from_row(events[0].features)
                 results = [
                     await self._batcher.submit(
-                        service, intents[0], events[0].features, event_ids[0], started, received_at
+                        service, intents[0], row, event_ids[0], started, received_at
                     )
                 ]
             else:

@@ -33,7 +33,7 @@ Recorder = Callable[[LiveOutcome, list[float], list[float]], None]
 class _Pending:
     service: ScoringService
     intent: Mapping[str, Any]
-    features: Mapping[str, Any]
+    features: FeatureTable
     event_id: str
     started: float
     received_at: float
@@ -58,7 +58,7 @@ class MicroBatcher:
         self,
         service: ScoringService,
         intent: Mapping[str, Any],
-        features: Mapping[str, Any],
+        features: FeatureTable,
         event_id: str,
         started: float,
         received_at: float,
@@ -92,7 +92,7 @@ class MicroBatcher:
         try:
             outcome = service.score_live(
                 [g.intent for g in group],
-                FeatureTable.from_rows([g.features for g in group]),
+                FeatureTable.concat([g.features for g in group]),
                 event_ids=[g.event_id for g in group],
             )
         except Exception:
@@ -108,7 +108,7 @@ class MicroBatcher:
         try:
             outcome = item.service.score_live(
                 [item.intent],
-                FeatureTable.from_row(item.features),
+                item.features,
                 event_ids=[item.event_id],
             )
         except Exception as e:
