@@ -39,9 +39,11 @@ from muse.schema import (
     DeploymentSpec,
     ExpertConfig,
     IntentConfig,
+    ModelCIConfig,
     ModelConfig,
     PredictorConfig,
     ReferenceConfig,
+    TenantConfig,
 )
 from muse.serving_config import AuthConfig, LakeConfig, ServerConfig
 from muse.transforms.reference import Reference
@@ -98,8 +100,16 @@ class LoadedConfig:
         ]
 
 
-def load_config(path: str | Path) -> LoadedConfig:
-    """Read and validate ``muse.yaml``; raise :class:`ConfigError` listing every problem."""
+def load_config(path: str | Path, *, require_transforms: bool = True) -> LoadedConfig:
+    """Read and validate ``muse.yaml``; raise :class:`ConfigError` listing every problem.
+
+    ``require_transforms=False`` is for the offline tools that *make* T^Q artifacts
+    (``muse cold-start``, ``muse fit``): a predictor whose default map is missing, or whose
+    maps were fitted for another fingerprint, is then loaded without them (absent from
+    :attr:`LoadedConfig.transforms`, or with fewer tenant maps) instead of failing the
+    load — its fingerprint is exactly what those tools need to write a fresh map. Serving
+    always requires them.
+    """
     path = Path(path)
     try:
         text = path.read_bytes()
@@ -114,14 +124,15 @@ def load_config(path: str | Path) -> LoadedConfig:
         raw = yaml.load(stream, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML: {e}", source=str(path)) from None
-    return _Loader(path, text).load(raw)
+    return _Loader(path, text, require_transforms=require_transforms).load(raw)
 
 
 class _Loader:
     """One load: collects issues while walking the document, then raises them all together."""
 
-    def __init__(self, path: Path, text: bytes) -> None:
+    def __init__(self, path: Path, text: bytes, *, require_transforms: bool = True) -> None:
         self.path = path
+        self.require_transforms = require_transforms
         self.base = path.parent
         self.issues: list[ConfigIssue] = []
         self.hash = hashlib.sha256(text)
@@ -164,11 +175,12 @@ class _Loader:
                     entries[section][str(name)] = schema.model_validate(body)
                 except ValidationError as e:
                     self._pydantic(where, e)
-        optional = {"version", "intent", "routing", "auth", "lake", "server"}
+        optional = {"version", "intent", "routing", "auth", "lake", "server", "tenants", "model_ci"}
         for key in sorted(set(raw) - optional - set(sections), key=str):
             self.issue(
                 str(key),
-                "unknown top-level key; expected version, intent, references, models, predictors, routing",
+                "unknown top-level key; expected one of "
+                + ", ".join(sorted(optional | set(sections))),
             )
         intent = IntentConfig()
         try:
@@ -176,6 +188,7 @@ class _Loader:
         except ValidationError as e:
             self._pydantic("intent", e)
         serving = self._serving(raw)
+        serving.update(self._lifecycle(raw))
         version = raw.get("version")
         if version is not None and not isinstance(version, str | int | float):
             self.issue("version", f"must be a string, got {version!r}")
@@ -241,6 +254,36 @@ class _Loader:
                 out[key] = schema.model_validate(raw[key])
             except ValidationError as e:
                 self._pydantic(key, e)
+        return out
+
+    def _lifecycle(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The ``tenants`` (thresholds) and ``model_ci`` (gate limits) sections."""
+        out: dict[str, Any] = {}
+        block = raw.get("tenants")
+        if block is not None:
+            if not isinstance(block, dict):
+                self.issue(
+                    "tenants", f"must be a mapping of tenant → entry, got {type(block).__name__}"
+                )
+            else:
+                tenants: dict[str, TenantConfig] = {}
+                for name, body in block.items():
+                    where = f"tenants.{name}"
+                    if not isinstance(name, str) or not _valid_name(name):
+                        self.issue(
+                            where, "names use letters, digits, '_', '-', '.' and start alphanumeric"
+                        )
+                        continue
+                    try:
+                        tenants[name] = TenantConfig.model_validate(body or {})
+                    except ValidationError as e:
+                        self._pydantic(where, e)
+                out["tenants"] = tenants
+        if raw.get("model_ci") is not None:
+            try:
+                out["model_ci"] = ModelCIConfig.model_validate(raw["model_ci"])
+            except ValidationError as e:
+                self._pydantic("model_ci", e)
         return out
 
     def _with_secrets(self, auth: AuthConfig) -> AuthConfig:
@@ -472,6 +515,8 @@ class _Loader:
                     return None
                 version = pins[key]
             elif not versions:
+                if not self.require_transforms:
+                    return None
                 what = "default (cold-start) map" if tenant is None else f"map of tenant {tenant!r}"
                 self.issue(
                     at,
@@ -485,7 +530,8 @@ class _Loader:
             try:
                 art = read_artifact(file)
             except ValueError as e:
-                self.issue(at, str(e))
+                if self.require_transforms:
+                    self.issue(at, str(e))
                 return None
             self.hash.update(file.read_bytes())
             problems = []
@@ -504,7 +550,7 @@ class _Loader:
                     f"targets reference {art.reference!r} ({art.reference_digest}), but the predictor "
                     f"uses {ref_name!r} ({ref_digest}); fit a new map"
                 )
-            for problem in problems:
+            for problem in problems if self.require_transforms else ():
                 self.issue(at, f"{file}: {problem}")
             return None if problems else art
 

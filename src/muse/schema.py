@@ -19,9 +19,11 @@ __all__ = [
     "DeploymentSpec",
     "ExpertConfig",
     "IntentConfig",
+    "ModelCIConfig",
     "ModelConfig",
     "PredictorConfig",
     "ReferenceConfig",
+    "TenantConfig",
 ]
 
 
@@ -118,6 +120,79 @@ class IntentConfig(_Strict):
         return v
 
 
+class TenantConfig(_Strict):
+    """What muse knows of a tenant's own decisions: the thresholds it acts on.
+
+    muse never applies these (the tenant's system does); they tell the model-CI gate
+    (``muse report compare``) which score changes matter: a shift that moves no event across
+    a threshold changes no decision.
+    """
+
+    thresholds: Mapping[str, float] = Field(
+        default_factory=dict,
+        description="Action name → score threshold in [0, 1]; an event gets the action of the "
+        "highest threshold it reaches (e.g. review: 0.6, block: 0.9), else 'allow'.",
+    )
+    description: str | None = None
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: Mapping[str, float]) -> Mapping[str, float]:
+        for action, t in v.items():
+            if not action.isidentifier():
+                raise ValueError(f"action names are identifiers, got {action!r}")
+            if action == "allow":
+                raise ValueError("'allow' is the action below every threshold; do not declare it")
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 < t <= 1.0:
+                raise ValueError(f"threshold of {action!r} must be a number in (0, 1], got {t!r}")
+        if len(set(v.values())) != len(v):
+            raise ValueError(f"two actions share a threshold: {dict(v)}")
+        return v
+
+
+class ModelCIConfig(_Strict):
+    """Limits of the model-CI gate (``muse report compare``): when may a candidate replace live.
+
+    Every limit compares the candidate with the live predictor *on the same events* (the
+    candidate's shadow rows joined to the live rows), so traffic drift cancels out and what
+    remains is the model change itself.
+    """
+
+    min_events: int = Field(
+        1000, ge=1, description="Fewest paired events a comparison may be based on."
+    )
+    max_action_changes: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest share of events whose action (at the tenant's thresholds) may change.",
+    )
+    max_alert_rate_change: float = Field(
+        0.25,
+        ge=0,
+        description="Largest relative change of the alert rate at any tenant threshold "
+        "(candidate vs live).",
+    )
+    max_alignment_error: float = Field(
+        0.25,
+        ge=0,
+        description="Largest |relative error| of the candidate's share per reference bin "
+        "(outside its Wilson interval) — a stale or missing tenant map fails this.",
+    )
+    fpr: float = Field(
+        0.01, gt=0, lt=1, description="False-positive rate at which recall is compared."
+    )
+    max_recall_drop: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Largest absolute drop of recall at `fpr` (only when labels exist).",
+    )
+    max_pr_auc_drop: float = Field(
+        0.02, ge=0, le=1, description="Largest absolute drop of PR-AUC (only when labels exist)."
+    )
+
+
 class DeploymentSpec(_Strict):
     """The whole ``muse.yaml``."""
 
@@ -132,3 +207,9 @@ class DeploymentSpec(_Strict):
     )
     lake: LakeConfig | None = Field(None, description="Score lake; absent = no lake.")
     server: ServerConfig = Field(default_factory=ServerConfig)
+    tenants: Mapping[str, TenantConfig] = Field(
+        default_factory=dict, description="Per-tenant facts muse does not serve with (thresholds)."
+    )
+    model_ci: ModelCIConfig = Field(
+        default_factory=ModelCIConfig, description="Limits of the model-CI gate."
+    )
