@@ -71,7 +71,7 @@ def test_all_is_pinned(module: str) -> None:
         ("muse.transforms:posterior_correction", ["scores", "beta"]),
         ("muse.transforms:weighted_mean", ["scores", "weights"]),
         ("muse.fitting:required_samples", ["alert_rate", "rel_error", "z"]),
-        ("muse.config:load_config", ["path"]),
+        ("muse.config:load_config", ["path", "require_transforms"]),
     ],
 )
 def test_signatures_are_pinned(func: str, params: list[str]) -> None:
