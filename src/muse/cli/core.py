@@ -1,46 +1,19 @@
-"""The ``muse`` command line: parse, call the core, map errors to exit codes.
-
-Exit codes: 0 success, 1 a check failed (reserved for report gates), 2 bad input or an
-invalid config — with a message naming what is wrong, never a traceback.
-"""
+"""The serving-side commands: validate, route, score, serve, auth keys."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from muse.cli import app
+from muse.cli._common import ConfigArg, IntentOpt, err, fail, out, print_config_error
 from muse.errors import BackendError, ConfigError, MuseError
-
-app = typer.Typer(
-    name="muse",
-    help="Serve multi-tenant risk scores whose distribution survives model updates.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console()
-err = Console(stderr=True)
-
-ConfigArg = Annotated[
-    Path, typer.Argument(help="Deployment config (muse.yaml).", show_default=False)
-]
-IntentOpt = Annotated[
-    list[str],
-    typer.Option("--intent", "-i", help="Intent attribute as key=value; repeat for several."),
-]
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    # Messages quote user input (intents, paths, YAML): escaped, so "[...]" is not markup.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _parse_intent(pairs: list[str]) -> dict[str, str]:
@@ -48,7 +21,7 @@ def _parse_intent(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            _fail(f"--intent expects key=value, got {pair!r} (e.g. --intent tenant=bank1)")
+            fail(f"--intent expects key=value, got {pair!r} (e.g. --intent tenant=bank1)")
         intent[key.strip()] = value.strip()
     return intent
 
@@ -58,17 +31,15 @@ def _parse_features(text: str) -> dict[str, Any]:
         try:
             text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as e:
-            _fail(f"cannot read features file {text[1:]!r}: {e.strerror}")
+            fail(f"cannot read features file {text[1:]!r}: {e.strerror}")
         except UnicodeDecodeError:
-            _fail(f"features file {text[1:]!r} is not UTF-8 text (expected a JSON object)")
+            fail(f"features file {text[1:]!r} is not UTF-8 text (expected a JSON object)")
     try:
         features = json.loads(text)
     except json.JSONDecodeError as e:
-        _fail(f"--features is not valid JSON: {e}")
+        fail(f"--features is not valid JSON: {e}")
     if not isinstance(features, dict):
-        _fail(
-            f"--features must be a JSON object of feature → number, got {type(features).__name__}"
-        )
+        fail(f"--features must be a JSON object of feature → number, got {type(features).__name__}")
     return features
 
 
@@ -86,11 +57,7 @@ def validate(config: ConfigArg) -> None:
         # objective, a features list that does not match the model.
         build_snapshot(loaded, ModelPool())
     except (ConfigError, BackendError) as e:
-        issues = e.issues if isinstance(e, ConfigError) else [str(e)]
-        err.print(f"[bold red]{escape(str(config))}: invalid[/]", highlight=False, soft_wrap=True)
-        for issue in issues:
-            err.print(f"  - {issue}", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        print_config_error(config, e.issues if isinstance(e, ConfigError) else [str(e)])
     table = Table(title=f"{escape(str(config))} — valid (version {escape(loaded.version)})")
     for col in ("predictor", "experts", "fingerprint", "default map", "tenant maps"):
         table.add_column(col, min_width=19 if col == "fingerprint" else None)
@@ -114,7 +81,7 @@ def route(config: ConfigArg, intent: IntentOpt) -> None:
     try:
         r = load_config(config).router.route(_parse_intent(intent))
     except MuseError as e:
-        _fail(str(e))
+        fail(str(e))
     out.print_json(json.dumps({"live": r.live, "shadows": list(r.shadows), "rule": r.rule}))
 
 
@@ -136,7 +103,7 @@ def score(
         service = ScoringService.from_config(config)
         result = service.score(parsed_intent, parsed_features, event_id=event_id)
     except MuseError as e:
-        _fail(str(e))
+        fail(str(e))
 
     def row(s: Any) -> dict[str, Any]:
         return {
@@ -182,17 +149,13 @@ def serve(
     try:
         loaded = load_config(config)
         if loaded.spec.auth is None:
-            _fail(
+            fail(
                 "the config has no `auth` section: give API key hashes, or `auth: none` for "
                 "local use"
             )
         build_snapshot(loaded, pool)  # fail fast, with every problem, before binding
     except (ConfigError, BackendError) as e:
-        issues = e.issues if isinstance(e, ConfigError) else [str(e)]
-        err.print(f"[bold red]{escape(str(config))}: invalid[/]", highlight=False, soft_wrap=True)
-        for issue in issues:
-            err.print(f"  - {issue}", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        print_config_error(config, e.issues if isinstance(e, ConfigError) else [str(e)])
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -237,13 +200,5 @@ def hash_key(
     if key == "-":
         key = sys.stdin.readline().strip()
     if not key:
-        _fail("empty API key")
+        fail("empty API key")
     out.print(hash_api_key(key), highlight=False)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:  # pragma: no cover - interactive only
-        sys.exit(130)
