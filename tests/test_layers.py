@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "datasets": 1,
     "backends": 2,
     "artifacts": 2,
+    "scorefiles": 2,
     "predictor": 2,
     "config": 3,
     "serving_config": 3,

@@ -45,6 +45,7 @@ from muse.schema import (
     ReferenceConfig,
     TenantConfig,
 )
+from muse.scorefiles import parse_score_file
 from muse.serving_config import AuthConfig, LakeConfig, ServerConfig
 from muse.transforms.reference import Reference
 
@@ -92,6 +93,15 @@ class LoadedConfig:
     @property
     def version(self) -> str:
         return self.spec.version or self.digest
+
+    @property
+    def lake_url(self) -> str | None:
+        """Where the score lake is: an fsspec URL as given, or a local folder resolved
+        against the config's folder (so every tool finds the lake the server writes)."""
+        if self.spec.lake is None:
+            return None
+        url = self.spec.lake.url
+        return url if "://" in url else str((self.path.parent / url).resolve())
 
     def betas(self, predictor: str) -> list[float]:
         """β of each expert of ``predictor``, in expert order."""
@@ -390,19 +400,7 @@ class _Loader:
         data = self._read(where, uri)
         if data is None:
             raise ValueError("the samples file could not be read")
-        suffix = Path(uri).suffix.lower()
-        if suffix == ".json":
-            return np.asarray(_json(uri, data), dtype=np.float64)
-        if suffix == ".npy":
-            arr: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
-            return arr.astype(np.float64)
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(io.BytesIO(data))
-            column = "score" if "score" in table.column_names else table.column_names[0]
-            return np.asarray(table[column].to_numpy(), dtype=np.float64)
-        raise ValueError(f"samples file must be .json, .npy or .parquet, got {uri!r}")
+        return parse_score_file(data, uri)
 
     def _read(self, where: str, uri: str) -> bytes | None:
         p = self.base / uri

@@ -127,11 +127,9 @@ class MuseApp:
                 "events as any tenant and reload the config. Use it for local work only."
             )
         if spec.lake is not None:
-            url = spec.lake.url
-            if "://" not in url:
-                url = str((self.config_path.parent / url).resolve())
+            assert config.lake_url is not None
             self.lake = LakeWriter(
-                url,
+                config.lake_url,
                 max_rows_per_file=spec.lake.max_rows_per_file,
                 flush_interval_s=spec.lake.flush_interval_s,
                 max_pending_rows=spec.lake.max_pending_rows,
