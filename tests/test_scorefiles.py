@@ -64,5 +64,5 @@ def test_bad_files_name_the_file_and_the_problem(
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cannot read .*nope.json"):
+    with pytest.raises(ValueError, match=r"cannot read .*nope\.json"):
         read_score_file(tmp_path / "nope.json")
