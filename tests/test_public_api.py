@@ -45,6 +45,17 @@ PUBLIC = {
         "build_snapshot",
     ],
     "muse.fitting": ["required_samples"],
+    "muse.evaluation": [
+        "AlignmentBin",
+        "BinAlignment",
+        "brier_score",
+        "ece_sweep_em",
+        "pr_auc",
+        "recall_at_fpr",
+        "relative_error_by_bin",
+        "tail_edges",
+        "wilson_interval",
+    ],
     "muse.errors": [
         "BackendError",
         "ConfigError",
@@ -72,6 +83,11 @@ def test_all_is_pinned(module: str) -> None:
         ("muse.transforms:weighted_mean", ["scores", "weights"]),
         ("muse.fitting:required_samples", ["alert_rate", "rel_error", "z"]),
         ("muse.config:load_config", ["path", "require_transforms"]),
+        ("muse.evaluation:wilson_interval", ["k", "n", "z"]),
+        ("muse.evaluation:relative_error_by_bin", ["scores", "reference", "bins", "z"]),
+        ("muse.evaluation:ece_sweep_em", ["probs", "labels", "p"]),
+        ("muse.evaluation:brier_score", ["probs", "labels"]),
+        ("muse.evaluation:recall_at_fpr", ["scores", "labels", "fpr"]),
     ],
 )
 def test_signatures_are_pinned(func: str, params: list[str]) -> None:
