@@ -8,8 +8,11 @@ import muse.scorelog
 def test_public_names_are_pinned() -> None:
     assert sorted(muse.scorelog.__all__) == [
         "LAKE_SCHEMA",
+        "LakeError",
+        "LakeReader",
         "LakeRow",
         "LakeWriter",
+        "Window",
         "rows_to_table",
     ]
     for name in muse.scorelog.__all__:

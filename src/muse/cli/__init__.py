@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from muse.cli import core  # noqa: E402, F401  (registers its commands on `app`)
+from muse.cli import core, lifecycle  # noqa: E402, F401  (they register their commands)
 
 __all__ = ["app", "main"]
 

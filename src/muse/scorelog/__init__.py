@@ -5,7 +5,16 @@ Offline tools read it with DuckDB or pyarrow to fit per-tenant quantile maps T^Q
 folder layout are a contract; see :mod:`muse.scorelog.record` and :mod:`muse.scorelog.layout`.
 """
 
+from muse.scorelog.reader import LakeError, LakeReader, Window
 from muse.scorelog.record import LAKE_SCHEMA, LakeRow, rows_to_table
 from muse.scorelog.writer import LakeWriter
 
-__all__ = ["LAKE_SCHEMA", "LakeRow", "LakeWriter", "rows_to_table"]
+__all__ = [
+    "LAKE_SCHEMA",
+    "LakeError",
+    "LakeReader",
+    "LakeRow",
+    "LakeWriter",
+    "Window",
+    "rows_to_table",
+]

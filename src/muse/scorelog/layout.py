@@ -20,7 +20,7 @@ clashes with the string ``predictor`` column inside the file (pyarrow refuses to
 them). With pyarrow: ``ds.dataset(root, format="parquet",
 partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"))``; with DuckDB:
 ``read_parquet('<root>/**/*.parquet', hive_partitioning=true,
-hive_types={'date': DATE, 'predictor': VARCHAR})`` (not run here: duckdb is not installed).
+hive_types={'date': DATE, 'predictor': VARCHAR})`` (see :mod:`muse.scorelog.reader`).
 """
 
 from __future__ import annotations

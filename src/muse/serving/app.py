@@ -28,6 +28,7 @@ from muse.config import load_config
 from muse.errors import ConfigError, MuseError
 from muse.features.table import FeatureTable
 from muse.scorelog import LakeRow, LakeWriter
+from muse.scorelog.results import score_row
 from muse.service import LiveOutcome, ScoreResult, ScoringService, Snapshot, build_snapshot
 from muse.serving.auth import Authenticator
 from muse.serving.batching import MicroBatcher
@@ -243,7 +244,7 @@ class MuseApp:
             now = time.perf_counter()
             self.lake.append(
                 [
-                    _row(r, r.live, datetime.fromtimestamp(at, UTC), (now - t0) * 1e3)
+                    score_row(r, r.live, datetime.fromtimestamp(at, UTC), (now - t0) * 1e3)
                     for r, t0, at in zip(outcome.results, started, received_at, strict=True)
                 ]
             )
@@ -257,7 +258,7 @@ class MuseApp:
         for r in results:
             for s in r.shadows:
                 self.metrics.observe(r.intent["tenant"], s.predictor, "shadow", seconds, s.score)
-                rows.append(_row(r, s, ts, ms))
+                rows.append(score_row(r, s, ts, ms))
         if self.lake is not None and rows:
             self.lake.append(rows)
 
@@ -380,24 +381,6 @@ class MuseApp:
         if err.status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="muse"'))
         await _respond(send, err.status, error_body(err), headers)
-
-
-def _row(result: ScoreResult, score: Any, ts: datetime, latency_ms: float) -> LakeRow:
-    return LakeRow(
-        event_id=result.event_id or "",
-        timestamp=ts,
-        tenant=result.intent["tenant"],
-        intent=result.intent,  # converted in the lake's background thread
-        predictor=score.predictor,
-        role=score.role,
-        fingerprint=score.fingerprint,
-        tq_version=score.tq_version,
-        raw=score.raw,
-        score=score.score,
-        experts=score.experts,
-        latency_ms=latency_ms,
-        config_version=result.config_version,
-    )
 
 
 def warm_up(snapshot: Snapshot, n_events: int) -> None:

@@ -1,0 +1,219 @@
+"""The lifecycle commands that write T^Q artifacts: ``muse fit quantiles`` and ``muse cold-start``.
+
+Both load the config leniently (a predictor may not have a map yet: that is why they run)
+and write the next immutable version where the config will find it; deploying it is a
+``muse validate`` and a reload away.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import numpy as np
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from muse.cli import app
+from muse.cli._common import ConfigArg, err, fail, out, print_config_error
+from muse.errors import ConfigError, MuseError
+
+if TYPE_CHECKING:
+    from muse.config import LoadedConfig
+    from muse.transforms import Reference
+
+fit_app = typer.Typer(help="Fit tenant maps T^Q from the score lake.", no_args_is_help=True)
+app.add_typer(fit_app, name="fit")
+
+PredictorOpt = Annotated[
+    str, typer.Option("--predictor", "-p", help="Predictor (as named in the config).")
+]
+#: Alert rates at which a new map's held-out alignment is printed (the tail tenants act on).
+CHECK_ALERT_RATES = (0.1, 0.05, 0.01, 0.005, 0.001)
+
+
+def load_lenient(config: Path, predictor: str | None = None) -> LoadedConfig:
+    """The config, with missing or stale maps tolerated (these commands make maps)."""
+    from muse.config import load_config
+
+    try:
+        loaded = load_config(config, require_transforms=False)
+    except ConfigError as e:
+        print_config_error(config, e.issues)
+    if predictor is not None and predictor not in loaded.spec.predictors:
+        fail(
+            f"no predictor {predictor!r} in {config}; predictors: "
+            + ", ".join(sorted(loaded.spec.predictors))
+        )
+    return loaded
+
+
+def next_version(folder: Path, tenant: str | None, first: int) -> int:
+    """The version a new map gets: one above the highest present, else ``first``."""
+    from muse.artifacts import list_versions
+
+    versions = list_versions(folder, tenant)
+    return versions[-1] + 1 if versions else first
+
+
+def alert_rate_table(title: str, scores: np.ndarray, reference: Reference) -> Table:
+    """Observed vs expected alert rate at the reference thresholds of the tail."""
+    table = Table(title=title)
+    for col in ("alert rate (contract)", "threshold", "observed", "relative error"):
+        table.add_column(col, justify="right")
+    for rate in CHECK_ALERT_RATES:
+        threshold = float(reference.ppf(np.array([1.0 - rate]))[0])
+        observed = float(np.mean(scores > threshold)) if scores.size else float("nan")
+        table.add_row(
+            f"{rate:.1%}",
+            f"{threshold:.4f}",
+            f"{observed:.3%}",
+            f"{observed / rate - 1:+.1%}",
+        )
+    return table
+
+
+@fit_app.command("quantiles")
+def fit_quantiles(
+    config: ConfigArg,
+    predictor: PredictorOpt,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", "-t", help="Fit this tenant's map.")
+    ] = None,
+    all_tenants: Annotated[
+        bool, typer.Option("--all-tenants", help="Fit a map for every tenant in the window.")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Window start (ISO date/datetime, UTC; inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Window end (ISO date/datetime, UTC; exclusive).")
+    ] = None,
+    role: Annotated[str, typer.Option(help="Rows to fit on: live, shadow or any.")] = "any",
+    alert_rate: Annotated[
+        float, typer.Option(help="Alert rate the map must resolve (Eq. 5's a).")
+    ] = 0.005,
+    rel_error: Annotated[
+        float, typer.Option(help="Tolerated relative error of that alert rate (Eq. 5's δ).")
+    ] = 0.2,
+    holdout: Annotated[
+        float, typer.Option(help="Latest share of the window held out to check the new map.")
+    ] = 0.2,
+    force: Annotated[
+        bool, typer.Option(help="Fit even when the sample is smaller than Eq. 5 asks for.")
+    ] = False,
+    lake: Annotated[
+        str | None, typer.Option(help="Score lake to read (default: the config's lake.url).")
+    ] = None,
+) -> None:
+    """Fit a tenant's T^Q on the predictor's raw aggregates in the lake, written as the next
+    version. Refuses (exit 2) a sample smaller than Eq. 5 requires unless --force."""
+    from muse.artifacts import write_artifact
+    from muse.fitting.quantiles import InsufficientSamplesError, fit_tenant_map
+    from muse.scorelog import LakeReader, Window
+
+    if (tenant is None) == (not all_tenants):
+        fail("give exactly one of --tenant T or --all-tenants")
+    if role not in ("live", "shadow", "any"):
+        fail(f"--role must be live, shadow or any, got {role!r}")
+    for name, value in (("--alert-rate", alert_rate), ("--rel-error", rel_error)):
+        if not 0.0 < value < 1.0:
+            fail(f"{name} must be in (0, 1), got {value!r}")
+    if not 0.0 <= holdout < 1.0:
+        fail(f"--holdout must be in [0, 1), got {holdout!r}")
+    loaded = load_lenient(config, predictor)
+    url = lake or loaded.lake_url
+    if url is None:
+        fail(f"{config} has no `lake` section; pass --lake URL")
+    try:
+        window = Window.parse(since, until)
+    except ValueError as e:
+        fail(str(e))
+    spec = loaded.spec.predictors[predictor]
+    ref_name = spec.reference
+    reference = loaded.references[ref_name]
+    folder = loaded.path.parent / spec.transforms
+    row_role = None if role == "any" else role
+    written: list[Path] = []
+    refused: list[str] = []
+    try:
+        with LakeReader(url) as reader:
+            tenants = (
+                [tenant]
+                if tenant is not None
+                else reader.tenants(predictor, role=row_role, window=window)
+            )
+            if not tenants:
+                fail(f"no rows of {predictor!r} in the lake at {url} for that window and role")
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} tenants"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as progress:
+                task = progress.add_task(f"fitting {predictor}", total=len(tenants))
+                for name in tenants:
+                    progress.update(task, description=f"reading {name}")
+                    raw = reader.raw_scores(predictor, name, role=row_role, window=window)
+                    progress.update(task, description=f"fitting {name}")
+                    try:
+                        result = fit_tenant_map(
+                            raw,
+                            reference,
+                            reference_name=ref_name,
+                            fingerprint=loaded.fingerprints[predictor],
+                            predictor=predictor,
+                            tenant=name,
+                            version=next_version(folder, name, first=1),
+                            window=_window_doc(window, role, raw.size),
+                            alert_rate=alert_rate,
+                            rel_error=rel_error,
+                            holdout=holdout,
+                            force=force,
+                        )
+                    except InsufficientSamplesError as e:
+                        refused.append(f"tenant {name}: {e}")
+                        progress.advance(task)
+                        continue
+                    path = write_artifact(folder, result.artifact)
+                    written.append(path)
+                    progress.advance(task)
+                    out.print(
+                        f"[bold green]wrote[/] {escape(str(path))} — {name}, "
+                        f"{result.artifact.label}, fitted on {result.n_fit:,} events "
+                        f"(Eq. 5 asks {result.required:,})",
+                        highlight=False,
+                    )
+                    if result.n_holdout:
+                        out.print(
+                            alert_rate_table(
+                                f"{name}: the new map on {result.n_holdout:,} held-out events",
+                                result.holdout_scores,
+                                reference,
+                            )
+                        )
+    except (MuseError, ValueError, OSError) as e:
+        fail(str(e))
+    if written:
+        out.print(
+            f"deploy: muse validate {escape(str(config))}, then POST /admin/reload (or SIGHUP)",
+            highlight=False,
+        )
+    if refused:
+        for message in refused:
+            err.print(f"[bold red]refused:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+def _window_doc(window: object, role: str, n: int) -> dict[str, str]:
+    """What the artifact records of the sample it was fitted on."""
+    doc = {"role": role, "events": str(n)}
+    for bound in ("since", "until"):
+        value = getattr(window, bound)
+        if value is not None:
+            doc[bound] = value.isoformat()
+    return doc

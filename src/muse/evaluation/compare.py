@@ -1,0 +1,298 @@
+"""The model-CI gate: a candidate predictor against the live one, on the same events.
+
+"Quantify what good looks like" (the model-CI talk): before a candidate replaces live
+for a tenant, compare both on the events the candidate shadowed — the same events, so
+traffic drift cancels and what remains is the change itself. A tenant experiences a model
+update through its thresholds only, so the checks are about what happens *there*:
+
+* **action changes** — the share of events whose action (the highest threshold reached)
+  would differ; the talk's headline number;
+* **alert rate at each threshold** — the tenant's alert budget, which the score contract
+  promises to keep;
+* **alignment** to the reference R per bin (paper Fig. 4/6) — a stale or missing tenant
+  map shows here first, even at thresholds the tenant has not declared;
+* **ranking** — recall at a fixed false-positive rate and PR-AUC, when labels exist: the
+  reason to ship a new model at all. T^Q cannot change them (it is monotone).
+
+Noise: a check fails only when the data *prove* the limit is exceeded (the Wilson interval
+at z = 3 lies beyond it), so a small but honest sample does not block a good candidate — and the
+``min_events`` check keeps samples from being too small to prove anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from muse.evaluation.alignment import BinAlignment, relative_error_by_bin
+from muse.evaluation.metrics import pr_auc, recall_at_fpr, wilson_interval
+from muse.schema import ModelCIConfig
+from muse.transforms import Reference
+from muse.types import ScoreArray
+
+__all__ = [
+    "ALLOW",
+    "GATE_LEVELS",
+    "GATE_Z",
+    "Check",
+    "Comparison",
+    "assign_actions",
+    "compare_predictors",
+    "proven_error",
+]
+
+#: The action of an event below every threshold.
+ALLOW = "allow"
+#: Confidence of the gate's intervals. z = 3 rather than 1.96: the gate tests ~20 bins and
+#: thresholds at once, and a 1-in-20 false alarm per test would block good candidates.
+GATE_Z = 3.0
+#: Probability levels of the gate's alignment bins: deciles, then the alert-rate tail.
+GATE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
+
+Status = Literal["pass", "fail", "info"]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One row of the gate's table: a metric for live and candidate, its limit and status."""
+
+    metric: str
+    live: str
+    candidate: str
+    limit: str
+    status: Status
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Everything the gate measured; ``passed`` is what CI acts on."""
+
+    tenant: str
+    live: str
+    candidate: str
+    n: int
+    checks: tuple[Check, ...]
+    transitions: Mapping[tuple[str, str], int]
+    shift_quantiles: Mapping[float, float]
+    live_alignment: BinAlignment
+    candidate_alignment: BinAlignment
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """No check failed (``info`` rows never fail)."""
+        return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+
+def assign_actions(scores: npt.ArrayLike, thresholds: Mapping[str, float]) -> npt.NDArray[np.str_]:
+    """The action of each score: the highest threshold it reaches (``>=``), else ``allow``."""
+    x = np.asarray(scores, dtype=np.float64)
+    ordered = sorted(thresholds.items(), key=lambda kv: kv[1])
+    names = np.array([ALLOW, *(name for name, _ in ordered)])
+    cuts = np.array([t for _, t in ordered], dtype=np.float64)
+    return names[np.searchsorted(cuts, x, side="right")]
+
+
+def proven_error(alignment: BinAlignment) -> float:
+    """The largest per-bin |relative error| the data prove: 0 for a bin whose interval
+    spans the expected share, else the interval's bound nearest to zero error."""
+    worst = 0.0
+    for b in alignment.bins:
+        if b.error_low > 0.0:
+            worst = max(worst, b.error_low)
+        elif b.error_high < 0.0:
+            worst = max(worst, -b.error_high)
+    return worst
+
+
+def compare_predictors(
+    live_scores: npt.ArrayLike,
+    candidate_scores: npt.ArrayLike,
+    *,
+    reference: Reference,
+    thresholds: Mapping[str, float],
+    limits: ModelCIConfig | None = None,
+    labels: npt.ArrayLike | None = None,
+    tenant: str = "",
+    live: str = "live",
+    candidate: str = "candidate",
+) -> Comparison:
+    """Run every check of the gate on paired final scores (element ``i`` of both arrays is
+    the same event). ``labels`` (0/1 per event) enables the ranking checks."""
+    limits = limits or ModelCIConfig()
+    a = np.asarray(live_scores, dtype=np.float64).ravel()
+    b = np.asarray(candidate_scores, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(
+            f"live_scores and candidate_scores must pair up event by event, got {a.size} and {b.size}"
+        )
+    if a.size == 0:
+        raise ValueError(
+            "no paired events to compare: the candidate shadowed none of live's events"
+        )
+    n = int(a.size)
+    checks: list[Check] = []
+    checks.append(
+        Check(
+            "paired events",
+            f"{n:,}",
+            f"{n:,}",
+            f">= {limits.min_events:,}",
+            "pass" if n >= limits.min_events else "fail",
+            "" if n >= limits.min_events else "too few events to prove anything; collect more",
+        )
+    )
+
+    live_actions = assign_actions(a, thresholds)
+    cand_actions = assign_actions(b, thresholds)
+    changed = live_actions != cand_actions
+    k = int(changed.sum())
+    transitions: dict[tuple[str, str], int] = {}
+    if k:
+        pairs, counts = np.unique(
+            np.stack([live_actions[changed], cand_actions[changed]]), axis=1, return_counts=True
+        )
+        transitions = {(str(x), str(y)): int(c) for (x, y), c in zip(pairs.T, counts, strict=True)}
+    if thresholds:
+        low, _ = wilson_interval(k, n, GATE_Z)
+        checks.append(
+            Check(
+                "action changes",
+                "-",
+                f"{k / n:.2%}",
+                f"<= {limits.max_action_changes:.2%}",
+                "fail" if low > limits.max_action_changes else "pass",
+                ", ".join(f"{x}→{y}: {c}" for (x, y), c in sorted(transitions.items())),
+            )
+        )
+        for action, t in sorted(thresholds.items(), key=lambda kv: kv[1]):
+            checks.append(_alert_rate_check(action, t, a, b, reference, limits))
+    else:
+        checks.append(
+            Check(
+                "action changes",
+                "-",
+                "-",
+                "-",
+                "info",
+                "the tenant declares no thresholds (config: tenants.<name>.thresholds)",
+            )
+        )
+
+    diff = b - a
+    probs = (0.5, 0.9, 0.99)
+    shift = {p: float(np.quantile(np.abs(diff), p)) for p in probs}
+    checks.append(
+        Check(
+            "score shift |Δ| p50 / p99",
+            "-",
+            f"{shift[0.5]:.4f} / {shift[0.99]:.4f}",
+            "-",
+            "info",
+            f"mean Δ {float(diff.mean()):+.4f}",
+        )
+    )
+
+    edges = reference.ppf(np.asarray(GATE_LEVELS))
+    edges[0], edges[-1] = 0.0, 1.0
+    edges = np.unique(edges)
+    live_al = relative_error_by_bin(a, reference, edges, z=GATE_Z)
+    cand_al = relative_error_by_bin(b, reference, edges, z=GATE_Z)
+    live_err, cand_err = proven_error(live_al), proven_error(cand_al)
+    checks.append(
+        Check(
+            "alignment to R: proven max |rel. error|",
+            f"{live_err:.1%}",
+            f"{cand_err:.1%}",
+            f"<= {limits.max_alignment_error:.0%}",
+            "fail" if cand_err > limits.max_alignment_error else "pass",
+            f"{len(live_al.bins)} bins, deciles + tail; raw max {live_al.max_abs_error:.0%} / "
+            f"{cand_al.max_abs_error:.0%}",
+        )
+    )
+
+    if labels is not None:
+        y = np.asarray(labels).ravel()
+        if y.shape != a.shape:
+            raise ValueError(f"labels must have one value per paired event ({n}), got {y.size}")
+        positives = int(np.count_nonzero(y))
+        if positives == 0 or positives == n:
+            checks.append(
+                Check(
+                    "ranking", "-", "-", "-", "info", "labels hold a single class: not comparable"
+                )
+            )
+        else:
+            r_live = recall_at_fpr(a, y, limits.fpr)
+            r_cand = recall_at_fpr(b, y, limits.fpr)
+            checks.append(
+                Check(
+                    f"recall at {limits.fpr:.1%} FPR",
+                    f"{r_live:.4f}",
+                    f"{r_cand:.4f}",
+                    f">= live − {limits.max_recall_drop:.2f}",
+                    "fail" if r_cand < r_live - limits.max_recall_drop else "pass",
+                    f"{positives:,} positives",
+                )
+            )
+            p_live, p_cand = pr_auc(a, y), pr_auc(b, y)
+            checks.append(
+                Check(
+                    "PR-AUC",
+                    f"{p_live:.4f}",
+                    f"{p_cand:.4f}",
+                    f">= live − {limits.max_pr_auc_drop:.2f}",
+                    "fail" if p_cand < p_live - limits.max_pr_auc_drop else "pass",
+                )
+            )
+
+    return Comparison(
+        tenant=tenant,
+        live=live,
+        candidate=candidate,
+        n=n,
+        checks=tuple(checks),
+        transitions=transitions,
+        shift_quantiles=shift,
+        live_alignment=live_al,
+        candidate_alignment=cand_al,
+        thresholds=dict(thresholds),
+    )
+
+
+def _alert_rate_check(
+    action: str,
+    t: float,
+    a: ScoreArray,
+    b: ScoreArray,
+    reference: Reference,
+    limits: ModelCIConfig,
+) -> Check:
+    """Candidate's alert rate at ``t`` against live's, failing only on a proven excess."""
+    n = a.size
+    k_live, k_cand = int(np.count_nonzero(a >= t)), int(np.count_nonzero(b >= t))
+    rate_live, rate_cand = k_live / n, k_cand / n
+    expected = float(1.0 - reference.cdf(np.array([t]))[0])
+    low, high = wilson_interval(k_cand, n, GATE_Z)
+    band = limits.max_alert_rate_change
+    # With no live alert to be relative to, the candidate is judged against the contract.
+    base = expected if k_live == 0 else rate_live
+    fail = low > base * (1.0 + band) or high < base * (1.0 - band)
+    change = f"{rate_cand / base - 1.0:+.0%}" if base > 0 else "n/a"
+    return Check(
+        f"alert rate at {action} >= {t:g}",
+        f"{rate_live:.3%}",
+        f"{rate_cand:.3%}",
+        f"within ±{band:.0%}",
+        "fail" if fail else "pass",
+        f"change {change}; contract {expected:.3%}",
+    )
