@@ -21,9 +21,9 @@ at z = 3 lies beyond it), so a small but honest sample does not block a good can
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,10 @@ ALLOW = "allow"
 #: Confidence of the gate's intervals. z = 3 rather than 1.96: the gate tests ~20 bins and
 #: thresholds at once, and a 1-in-20 false alarm per test would block good candidates.
 GATE_Z = 3.0
+#: Paired bootstrap rounds of the ranking checks (recall at FPR, PR-AUC).
+BOOTSTRAP_ROUNDS = 200
+#: Largest resample of one bootstrap round (see :func:`_proven_drop`).
+BOOTSTRAP_SAMPLE = 100_000
 #: Probability levels of the gate's alignment bins: deciles, then the alert-rate tail.
 GATE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 
@@ -232,28 +236,26 @@ def compare_predictors(
                 )
             )
         else:
-            r_live = recall_at_fpr(a, y, limits.fpr)
-            r_cand = recall_at_fpr(b, y, limits.fpr)
-            checks.append(
-                Check(
+            for metric, fn, limit in (
+                (
                     f"recall at {limits.fpr:.1%} FPR",
-                    f"{r_live:.4f}",
-                    f"{r_cand:.4f}",
-                    f">= live − {limits.max_recall_drop:.2f}",
-                    "fail" if r_cand < r_live - limits.max_recall_drop else "pass",
-                    f"{positives:,} positives",
+                    lambda s, t: recall_at_fpr(s, t, limits.fpr),
+                    limits.max_recall_drop,
+                ),
+                ("PR-AUC", pr_auc, limits.max_pr_auc_drop),
+            ):
+                m_live, m_cand = fn(a, y), fn(b, y)
+                drop, lower = _proven_drop(fn, a, b, y)
+                checks.append(
+                    Check(
+                        metric,
+                        f"{m_live:.4f}",
+                        f"{m_cand:.4f}",
+                        f"drop <= {limit:.2f}",
+                        "fail" if lower > limit else "pass",
+                        f"{positives:,} positives; drop {drop:+.4f}, proven {max(lower, 0.0):.4f}",
+                    )
                 )
-            )
-            p_live, p_cand = pr_auc(a, y), pr_auc(b, y)
-            checks.append(
-                Check(
-                    "PR-AUC",
-                    f"{p_live:.4f}",
-                    f"{p_cand:.4f}",
-                    f">= live − {limits.max_pr_auc_drop:.2f}",
-                    "fail" if p_cand < p_live - limits.max_pr_auc_drop else "pass",
-                )
-            )
 
     return Comparison(
         tenant=tenant,
@@ -267,6 +269,37 @@ def compare_predictors(
         candidate_alignment=cand_al,
         thresholds=dict(thresholds),
     )
+
+
+def _proven_drop(
+    fn: Callable[[ScoreArray, npt.NDArray[Any]], float],
+    a: ScoreArray,
+    b: ScoreArray,
+    y: npt.NDArray[Any],
+) -> tuple[float, float]:
+    """The metric's drop (live − candidate) and its lower bound at z = 3, by a paired
+    bootstrap: resampling events keeps each event's two scores together, so the noise that
+    both models share (which positives happen to be in the sample) cancels.
+
+    Each round resamples at most :data:`BOOTSTRAP_SAMPLE` events and the spread is scaled
+    by ``sqrt(m / n)`` (a mean-like statistic's standard error goes as ``1/sqrt(n)``), so a
+    million-event comparison costs what a 100k one does. Seeded: the same lake gives the
+    same verdict.
+    """
+    n = a.size
+    drop = fn(a, y) - fn(b, y)
+    m = min(n, BOOTSTRAP_SAMPLE)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(BOOTSTRAP_ROUNDS):
+        idx = rng.integers(0, n, size=m)
+        yy = y[idx]
+        if 0 < int(np.count_nonzero(yy)) < m:
+            diffs.append(fn(a[idx], yy) - fn(b[idx], yy))
+    if len(diffs) < 2:
+        return drop, drop
+    sd = float(np.std(diffs, ddof=1)) * float(np.sqrt(m / n))
+    return drop, drop - GATE_Z * sd
 
 
 def _alert_rate_check(

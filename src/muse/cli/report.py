@@ -1,0 +1,315 @@
+"""``muse report alignment | calibration | compare``: evidence from the score lake.
+
+Each renders to the terminal and, with ``--out DIR``, to ``DIR/report.md`` plus PNGs.
+``compare`` is the model-CI gate: exit 1 when a check fails, so a pipeline can refuse to
+promote the candidate.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import numpy as np
+import typer
+from rich.markup import escape
+
+from muse.cli import app
+from muse.cli._common import ConfigArg, fail, out
+from muse.cli.lifecycle import load_lenient
+from muse.errors import MuseError
+
+if TYPE_CHECKING:
+    from muse.config import LoadedConfig
+    from muse.evaluation.render import Report
+    from muse.scorelog import LakeReader, Window
+
+report_app = typer.Typer(help="Reports from the score lake.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant to report on.")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Window start (ISO date/datetime, UTC; inclusive).")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option(help="Window end (ISO date/datetime, UTC; exclusive).")
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="Also write report.md and PNGs into this folder.")
+]
+LakeOpt = Annotated[
+    str | None, typer.Option(help="Score lake to read (default: the config's lake.url).")
+]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Labels: Parquet file or folder with event_id, label, labelled_at."),
+]
+
+
+def _open(loaded: LoadedConfig, config: Path, lake: str | None, labels: Path | None) -> LakeReader:
+    from muse.scorelog import LakeReader
+
+    url = lake or loaded.lake_url
+    if url is None:
+        fail(f"{config} has no `lake` section; pass --lake URL")
+    if labels is not None and not labels.exists():
+        fail(f"labels file {labels} does not exist")
+    return LakeReader(url, labels=labels)
+
+
+def _window(since: str | None, until: str | None) -> Window:
+    from muse.scorelog import Window
+
+    try:
+        return Window.parse(since, until)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _emit(report: Report, folder: Path | None, verdict: tuple[str, bool] | None = None) -> None:
+    for table in report.tables():
+        out.print(table)
+    for note in report.notes:
+        out.print(note, highlight=False, markup=False)
+    if verdict is not None:
+        text, ok = verdict
+        out.print(f"[bold {'green' if ok else 'red'}]{escape(text)}[/]", highlight=False)
+        report.notes.append(f"**{text}**")
+    if folder is not None:
+        path = report.write(folder)
+        out.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+@report_app.command("alignment")
+def alignment(
+    config: ConfigArg,
+    predictor: Annotated[
+        list[str],
+        typer.Option(
+            "--predictor",
+            "-p",
+            help="Predictor, or predictor@T^Q-version (e.g. ensemble-v1@v2); repeat to compare.",
+        ),
+    ],
+    tenant: TenantOpt,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    role: Annotated[str, typer.Option(help="Rows: live, shadow or any.")] = "any",
+    bins: Annotated[int, typer.Option(help="Equal-probability bins of R (plus the tail).")] = 10,
+    out_dir: OutOpt = None,
+    lake: LakeOpt = None,
+) -> None:
+    """Per-bin relative error to the reference of each (predictor, T^Q version) on one
+    tenant and window: the paper's Fig. 4/6, as a table and a PNG."""
+    from muse.evaluation import relative_error_by_bin
+    from muse.evaluation.compare import GATE_LEVELS
+    from muse.evaluation.render import Report, alignment_table, plot_alignment
+
+    if role not in ("live", "shadow", "any"):
+        fail(f"--role must be live, shadow or any, got {role!r}")
+    if bins < 1:
+        fail(f"--bins must be >= 1, got {bins}")
+    loaded = load_lenient(config)
+    window = _window(since, until)
+    series = {}
+    references = set()
+    try:
+        with _open(loaded, config, lake, None) as reader:
+            for item in predictor:
+                name, _, version = item.partition("@")
+                if name not in loaded.spec.predictors:
+                    fail(
+                        f"no predictor {name!r} in {config}; predictors: "
+                        + ", ".join(sorted(loaded.spec.predictors))
+                    )
+                ref_name = loaded.spec.predictors[name].reference
+                references.add(ref_name)
+                reference = loaded.references[ref_name]
+                table = reader.scores(
+                    name, tenant, role=None if role == "any" else role, window=window
+                )
+                scores = table.column("score").to_numpy()
+                if version:
+                    keep = np.asarray(table.column("tq_version").to_pylist()) == version
+                    scores = scores[keep]
+                if scores.size == 0:
+                    found = sorted(set(table.column("tq_version").to_pylist()))
+                    fail(
+                        f"no rows of {item!r} for tenant {tenant!r} in that window"
+                        + (f"; T^Q versions present: {found}" if found else "")
+                    )
+                levels = np.union1d(np.linspace(0.0, 1.0, bins + 1), [*GATE_LEVELS[-5:]])
+                edges = reference.ppf(levels)
+                edges[0], edges[-1] = 0.0, 1.0
+                series[item] = relative_error_by_bin(scores, reference, np.unique(edges))
+    except (MuseError, ValueError, OSError) as e:
+        fail(str(e))
+    if len(references) > 1:
+        fail(f"the predictors target different references {sorted(references)}: not comparable")
+    report = Report(f"Alignment to {references.pop()} — tenant {tenant}")
+    report.notes.append(
+        ", ".join(
+            f"{k}: {v.n:,} events, max |rel. error| {v.max_abs_error:.1%}"
+            for k, v in series.items()
+        )
+    )
+    figure = None
+    if out_dir is not None:
+        plot_alignment(series, out_dir / "alignment.png", title=f"tenant {tenant}")
+        figure = "alignment.png"
+    header, rows = alignment_table(series)
+    report.add("relative error per score bin", header, rows, figure)
+    _emit(report, out_dir)
+
+
+@report_app.command("calibration")
+def calibration(
+    config: ConfigArg,
+    predictor: Annotated[str, typer.Option("--predictor", "-p", help="Predictor.")],
+    tenant: TenantOpt,
+    labels: Annotated[
+        Path, typer.Option(help="Labels: Parquet file or folder with event_id, label, labelled_at.")
+    ],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    out_dir: OutOpt = None,
+    lake: LakeOpt = None,
+) -> None:
+    """ECE and Brier score per expert and for the ensemble, with and without posterior
+    correction (paper Table 1), from the predictor's labelled lake rows."""
+    from muse.evaluation.calibration import calibration_table
+    from muse.evaluation.render import Report, calibration_table_view
+
+    loaded = load_lenient(config, predictor)
+    window = _window(since, until)
+    spec = loaded.spec.predictors[predictor]
+    try:
+        with _open(loaded, config, lake, labels) as reader:
+            table = reader.scores(predictor, tenant, window=window, with_labels=True)
+        if table.num_rows == 0:
+            fail(f"no labelled rows of {predictor!r} for tenant {tenant!r} in that window")
+        experts = table.column("experts").to_pylist()
+        names = [e.model for e in spec.experts]
+        outputs = {n: np.array([dict(row)[n] for row in experts], dtype=np.float64) for n in names}
+        y = table.column("label").to_numpy()
+        rows = calibration_table(
+            outputs,
+            {n: loaded.spec.models[n].undersampling for n in names},
+            y,
+            {e.model: e.weight for e in spec.experts},
+        )
+    except (MuseError, ValueError, OSError, KeyError) as e:
+        fail(f"cannot compute calibration: {e}")
+    report = Report(f"Calibration of {predictor} — tenant {tenant}")
+    report.notes.append(
+        f"{table.num_rows:,} labelled events, {int(y.sum()):,} positive; ECE is ECE_SWEEP^EM (p = 1)"
+    )
+    header, body = calibration_table_view(rows)
+    report.add("with and without posterior correction", header, body)
+    _emit(report, out_dir)
+
+
+@report_app.command("compare")
+def compare(
+    config: ConfigArg,
+    live: Annotated[str, typer.Option(help="The live predictor.")],
+    candidate: Annotated[str, typer.Option(help="The candidate (normally in shadow).")],
+    tenant: TenantOpt,
+    labels: LabelsOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    out_dir: OutOpt = None,
+    lake: LakeOpt = None,
+) -> None:
+    """The model-CI gate: candidate vs live on the same events, at the tenant's thresholds,
+    against the limits in the config's `model_ci`. Exit 1 when a check fails."""
+    from muse.evaluation.compare import assign_actions, compare_predictors
+    from muse.evaluation.render import Report, comparison_table, plot_alignment
+
+    loaded = load_lenient(config, live)
+    load_lenient(config, candidate)  # same file; checks the name
+    refs = {loaded.spec.predictors[p].reference for p in (live, candidate)}
+    if len(refs) > 1:
+        fail(f"{live} and {candidate} target different references {sorted(refs)}: not comparable")
+    reference = loaded.references[refs.pop()]
+    tenant_cfg = loaded.spec.tenants.get(tenant)
+    thresholds = dict(tenant_cfg.thresholds) if tenant_cfg is not None else {}
+    window = _window(since, until)
+    try:
+        with _open(loaded, config, lake, labels) as reader:
+            paired = reader.paired(
+                live, candidate, tenant, window=window, with_labels=labels is not None
+            )
+        if paired.num_rows == 0:
+            fail(
+                f"no events scored by both {live!r} (live) and {candidate!r} for tenant "
+                f"{tenant!r} in that window: is {candidate!r} in a shadow rule for it?"
+            )
+        a = paired.column("live_score").to_numpy()
+        b = paired.column("candidate_score").to_numpy()
+        y = paired.column("label").to_numpy() if labels is not None else None
+        result = compare_predictors(
+            a,
+            b,
+            reference=reference,
+            thresholds=thresholds,
+            limits=loaded.spec.model_ci,
+            labels=y,
+            tenant=tenant,
+            live=live,
+            candidate=candidate,
+        )
+    except (MuseError, ValueError, OSError) as e:
+        fail(str(e))
+    report = Report(f"Model CI — {candidate} vs {live} for {tenant}")
+    versions = sorted(set(paired.column("candidate_tq_version").to_pylist()))
+    report.notes.append(
+        f"{result.n:,} paired events; candidate T^Q {', '.join(versions)}; thresholds "
+        + (", ".join(f"{k} >= {v:g}" for k, v in thresholds.items()) or "none declared")
+    )
+    figure = None
+    if out_dir is not None:
+        plot_alignment(
+            {live: result.live_alignment, candidate: result.candidate_alignment},
+            out_dir / "alignment.png",
+            title=f"tenant {tenant}",
+        )
+        figure = "alignment.png"
+        _write_events(
+            out_dir / "events.csv",
+            paired.column("event_id").to_pylist(),
+            a,
+            b,
+            assign_actions(a, thresholds),
+            assign_actions(b, thresholds),
+        )
+    header, rows = comparison_table(result)
+    report.add("happy path", header, rows, figure)
+    verdict = (
+        "PASS: every check holds; the candidate may be promoted"
+        if result.passed
+        else "FAIL: " + "; ".join(c.metric for c in result.failed)
+    )
+    _emit(report, out_dir, (verdict, result.passed))
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _write_events(
+    path: Path,
+    ids: list[str],
+    live: np.ndarray,
+    cand: np.ndarray,
+    live_actions: np.ndarray,
+    cand_actions: np.ndarray,
+) -> None:
+    """The talk's per-event table: both scores, their difference and both actions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["event_id", "score", "live_score", "abs_score_diff", "action", "live_action"])
+        for row in zip(
+            ids, cand, live, np.abs(cand - live), cand_actions, live_actions, strict=True
+        ):
+            w.writerow([row[0], f"{row[1]:.6f}", f"{row[2]:.6f}", f"{row[3]:.6f}", row[4], row[5]])
