@@ -66,6 +66,8 @@ class QuantileArtifact:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     method: str = "empirical"
     window: Mapping[str, str] | None = None
+    #: How the map was fitted beyond the quantiles (e.g. the Beta mixture of a cold start).
+    fit: Mapping[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -85,6 +87,8 @@ class QuantileArtifact:
             "created_at": self.created_at,
             "method": self.method,
             "window": dict(self.window) if self.window is not None else None,
+            # Only when present, so artifacts without it keep their exact bytes.
+            **({"fit": dict(self.fit)} if self.fit is not None else {}),
             "map": self.quantile_map.to_dict(),
         }
 
@@ -116,6 +120,7 @@ class QuantileArtifact:
             created_at=str(d.get("created_at", "")),
             method=str(d.get("method", "empirical")),
             window=d.get("window"),
+            fit=d.get("fit"),
         )
 
 

@@ -217,3 +217,85 @@ def _window_doc(window: object, role: str, n: int) -> dict[str, str]:
         if value is not None:
             doc[bound] = value.isoformat()
     return doc
+
+
+@app.command("cold-start")
+def cold_start(
+    config: ConfigArg,
+    predictor: PredictorOpt,
+    training_scores: Annotated[
+        Path,
+        typer.Option(
+            help="The predictor's raw aggregates on its training data (after T^C and A): "
+            ".npy, .json, .parquet or .csv (column 'score' unless --column).",
+        ),
+    ],
+    prior: Annotated[
+        float, typer.Option(help="Fraud share of that training data (the mixture weight w).")
+    ],
+    column: Annotated[
+        str | None, typer.Option(help="Column of a Parquet/CSV file to read.")
+    ] = None,
+    trials: Annotated[
+        int, typer.Option(help="Differential-evolution runs; the best JSD wins (Eq. 8).", min=1)
+    ] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the trials.", min=0)] = 0,
+) -> None:
+    """Fit the paper's Beta mixture (Eqs. 6–8) to the predictor's training scores and write
+    its default map T^Q_v0, used for every tenant without a map of its own."""
+    from muse.artifacts import QuantileArtifact, reference_digest, write_artifact
+    from muse.fitting.cold_start import cold_start_map, fit_beta_mixture
+    from muse.scorefiles import read_score_file
+
+    if not 0.0 < prior < 1.0:
+        fail(f"--prior must be in (0, 1) (the fraud share of the training data), got {prior!r}")
+    loaded = load_lenient(config, predictor)
+    spec = loaded.spec.predictors[predictor]
+    reference = loaded.references[spec.reference]
+    folder = loaded.path.parent / spec.transforms
+    try:
+        scores = read_score_file(training_scores, column)
+        with err.status(f"fitting the Beta mixture to {scores.size:,} scores ({trials} trials)"):
+            mixture = fit_beta_mixture(scores, prior, n_trials=trials, seed=seed)
+        qmap = cold_start_map(mixture, reference)
+        artifact = QuantileArtifact(
+            quantile_map=qmap,
+            fingerprint=loaded.fingerprints[predictor],
+            reference=spec.reference,
+            reference_digest=reference_digest(reference),
+            version=next_version(folder, None, first=0),
+            tenant=None,
+            predictor=predictor,
+            method="beta-mixture",
+            fit={
+                "mixture": mixture.to_dict(),
+                "prior": prior,
+                "training_scores": training_scores.name,
+                "trials": trials,
+                "seed": seed,
+            },
+        )
+        path = write_artifact(folder, artifact)
+    except (MuseError, ValueError, OSError) as e:
+        fail(str(e))
+    p = mixture.params
+    table = Table(title=f"Beta mixture of {predictor} (Eq. 6), best of {trials} trials")
+    for col in ("component", "a", "b", "weight", "mean"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        "legitimate", f"{p.a0:.4g}", f"{p.b0:.4g}", f"{1 - p.w:.4f}", f"{p.a0 / (p.a0 + p.b0):.4g}"
+    )
+    table.add_row(
+        "fraud", f"{p.a1:.4g}", f"{p.b1:.4g}", f"{p.w:.4f}", f"{p.a1 / (p.a1 + p.b1):.4g}"
+    )
+    out.print(table)
+    out.print(
+        f"JSD to the training scores: {mixture.jsd:.2e}; moment loss L: {mixture.loss:.2e}",
+        highlight=False,
+    )
+    out.print(alert_rate_table("the default map on the training scores", qmap(scores), reference))
+    out.print(
+        f"[bold green]wrote[/] {escape(str(path))} — {artifact.label}, the map of every tenant "
+        f"of {predictor} without its own",
+        highlight=False,
+    )
