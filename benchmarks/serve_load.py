@@ -8,7 +8,7 @@ What is measured, in one command, on this machine:
   into the temporary folder, ``auth: none``), driven as a client would:
 
   - (head) the issue's headline case, from a copy whose routing is rewritten so that one
-    request for tenant ``bank2`` = the 3-expert ensemble live (LightGBM + ONNX + XGBoost)
+    request for tenant ``bank2`` = the 3-expert ensemble live (LightGBM + 2 ONNX, one of them XGBoost-trained)
     + one shadow (``single-v1``) + lake rows — the case compared with the baseline;
   - (bank2) the quickstart as shipped: ``bank2`` → ``single-v1`` live, ``ensemble-v1``
     in shadow (all three models, off the response path, on the same core);

@@ -406,7 +406,7 @@ def line_of(d: Deployment, fragment: str) -> int:
 
 
 def test_malformed_yaml_reports_the_line(quickstart: Deployment) -> None:
-    quickstart.replace("m3: {backend: xgboost", "m3: {backend: [: xgboost")
+    quickstart.replace("m3: {backend: onnx", "m3: {backend: [: onnx")
     line = line_of(quickstart, "m3: {backend: [")
     (issue,) = quickstart.error().issues
     assert issue.message.startswith("malformed YAML")
@@ -458,8 +458,8 @@ def change_beta(d: Deployment) -> None:
 
 
 def change_model_file(d: Deployment) -> None:
-    with (d.root / "models" / "m3.json").open("a") as f:
-        f.write("\n")
+    with (d.root / "models" / "m3.onnx").open("ab") as f:
+        f.write(b"\n")
 
 
 @pytest.mark.parametrize(
@@ -630,8 +630,8 @@ def rename_predictor(d: Deployment) -> None:
 
 def move_model_file(d: Deployment) -> None:
     (d.root / "models" / "xgb").mkdir()
-    (d.root / "models" / "m3.json").rename(d.root / "models" / "xgb" / "m3.json")
-    d.replace("uri: models/m3.json", "uri: models/xgb/m3.json")
+    (d.root / "models" / "m3.onnx").rename(d.root / "models" / "xgb" / "m3.onnx")
+    d.replace("uri: models/m3.onnx", "uri: models/xgb/m3.onnx")
 
 
 def reorder_experts(d: Deployment) -> None:
@@ -806,8 +806,8 @@ def test_every_model_that_fails_to_load_is_reported_with_its_path(quickstart: De
         "m1: {backend: lightgbm, uri: models/m1.txt, undersampling: 0.18, features: [x]}",
     )
     quickstart.replace(
-        "m3: {backend: xgboost, uri: models/m3.json, undersampling: 0.02}",
-        "m3: {backend: xgboost, uri: models/m3.json, undersampling: 0.02, features: [y]}",
+        "m3: {backend: onnx, uri: models/m3.onnx, undersampling: 0.02}",
+        "m3: {backend: onnx, uri: models/m3.onnx, undersampling: 0.02, features: [y]}",
     )
     with pytest.raises(ConfigError) as info:
         build_snapshot(quickstart.load(), ModelPool())

@@ -57,6 +57,24 @@ def test_quickstart_has_three_tenants_two_predictors_and_a_shadow_rule() -> None
     assert set(config.spec.predictors) == {"single-v1", "ensemble-v1"}
     assert [e.model for e in config.spec.predictors["ensemble-v1"].experts] == ["m1", "m2", "m3"]
     assert {config.spec.models[m].undersampling for m in ("m1", "m2", "m3")} == {0.18, 0.02}
-    assert {m.backend for m in config.spec.models.values()} == {"lightgbm", "onnx", "xgboost"}
+    assert {m.backend for m in config.spec.models.values()} == {"lightgbm", "onnx"}
     assert set(config.transforms["ensemble-v1"].tenants) == {"bank1", "bank2"}
     assert len(config.router.shadow_rules) == 1
+
+
+def test_the_served_xgboost_export_scores_like_xgboost() -> None:
+    """m3 is trained with XGBoost and served through its ONNX export (for speed): the two
+    must agree, or the export would silently change the ensemble."""
+    import numpy as np
+
+    from muse.backends import ModelPool, ModelSpec
+    from muse.datasets import generate_events, make_tenants
+
+    pool = ModelPool()
+    native = pool.get(ModelSpec(kind="xgboost", path=QUICKSTART / "models" / "m3.json"))
+    export = pool.get(ModelSpec(kind="onnx", path=QUICKSTART / "models" / "m3.onnx"))
+    assert export.feature_names == native.feature_names
+    frame = generate_events(make_tenants(3, seed=11), 20_000, seed=5)
+    X = frame.feature_matrix(native.feature_names)
+    diff = np.abs(export.predict(X) - native.predict(X))
+    assert float(diff.max()) < 1e-6

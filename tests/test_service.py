@@ -122,7 +122,7 @@ def test_each_model_runs_once_per_event_across_live_and_shadow(
     assert pool.wrapped["m1.txt"].rows == n
     # m2/m3 belong to the ensemble only: live for bank1, shadow for bank2 and fintech3.
     assert pool.wrapped["m2.onnx"].rows == n
-    assert pool.wrapped["m3.json"].rows == n
+    assert pool.wrapped["m3.onnx"].rows == n
     assert all(len(r.shadows) == (0 if r.intent["tenant"] == "bank1" else 1) for r in results)
 
 
@@ -131,7 +131,7 @@ def test_a_failing_shadow_model_never_fails_the_live_score(
 ) -> None:
     service, pool = counted
     before = service.score({"tenant": "bank2"}, SAMPLE)
-    pool.wrapped["m3.json"].fail = True
+    pool.wrapped["m3.onnx"].fail = True
     after = service.score({"tenant": "bank2"}, SAMPLE)
     assert after.live == before.live
     assert after.shadows == ()
@@ -298,14 +298,14 @@ def test_score_live_answers_first_and_deferred_shadows_complete_the_batch(
     # Live needs m1 for everyone, m2/m3 only for bank1 (live ensemble).
     bank1 = sum(1 for i in intents if i["tenant"] == "bank1")
     assert pool.wrapped["m1.txt"].rows - rows_before["m1.txt"] == n
-    assert pool.wrapped["m3.json"].rows - rows_before["m3.json"] == bank1
+    assert pool.wrapped["m3.onnx"].rows - rows_before["m3.onnx"] == bank1
 
     assert outcome.deferred is not None
     assert outcome.deferred.predictors == ("ensemble-v1",)
     full = outcome.deferred.run()
     assert full == reference
     # The shadows reused m1's outputs: every model still ran once per event in total.
-    for key in ("m1.txt", "m2.onnx", "m3.json"):
+    for key in ("m1.txt", "m2.onnx", "m3.onnx"):
         assert pool.wrapped[key].rows - rows_before[key] == n
 
 
