@@ -400,6 +400,9 @@ def _run_models(
             continue
         full = outputs.get(model)
         if full is None:
+            if idx.shape[0] == n:  # every event (a single event, a one-route batch): no copy
+                outputs[model] = y
+                continue
             full = outputs[model] = np.full(n, np.nan)
         full[idx] = y
 
@@ -524,8 +527,12 @@ class _Plan:
                 for i in idx_list:
                     errors.setdefault(i, {})[pname] = message
                 continue
-            idx = np.array(idx_list, dtype=np.intp)
-            res = predictor._score_checked({m: outputs[m][idx] for m in predictor.models}, tenant)
+            if len(idx_list) == self.n:  # the group is the whole batch: no gather
+                picked = {m: outputs[m] for m in predictor.models}
+            else:
+                idx = np.array(idx_list, dtype=np.intp)
+                picked = {m: outputs[m][idx] for m in predictor.models}
+            res = predictor._score_checked(picked, tenant)
             for i, ps in zip(idx_list, _per_event(res, role), strict=True):
                 scored.setdefault(i, []).append(ps)
         return _Scored(scored, errors)

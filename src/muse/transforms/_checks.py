@@ -17,6 +17,15 @@ def as_scores(values: npt.ArrayLike, name: str = "scores") -> ScoreArray:
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0:
         return arr
+    if arr.size == 1:
+        # The single-event path: plain float comparisons (NaN fails both) beat three numpy
+        # reductions by ~10 µs, a request's worth of budget per model.
+        v = arr.item()
+        if 0.0 <= v <= 1.0:
+            return arr
+    elif bool(((arr >= 0.0) & (arr <= 1.0)).all()):  # one pass; NaN compares false
+        return arr
+    # Something is wrong: find and name it.
     finite = np.isfinite(arr)
     if not finite.all():
         idx = _first(~finite)
