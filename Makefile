@@ -8,7 +8,7 @@ SYNCED := $(VENV)/.synced
 QUICKSTART := examples/quickstart/muse.yaml
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup serve test lint bench quickstart clean
+.PHONY: setup serve test lint bench quickstart demo clean
 
 setup: $(SYNCED)
 
@@ -45,6 +45,10 @@ bench: setup
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup
 	$(BIN)/python examples/quickstart/build.py --force
+
+## demo: the model lifecycle end to end on generated data (paper §3's scenarios) into demo-out/
+demo: setup
+	$(BIN)/muse demo --out demo-out --force
 
 clean:
 	rm -rf .tools $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "evaluation": 5,
     "serving": 5,
     "cli": 6,
+    "demo": 6,
 }
 #: Third-party packages the pure core must not import at module level (request path stays lean).
 HEAVY = {"pyarrow", "scipy", "pandas", "starlette", "fastapi", "uvicorn", "yaml", "pydantic"}

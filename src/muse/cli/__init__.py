@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from muse.cli import batch, core, lifecycle, report  # noqa: E402, F401  (they register their commands)
+from muse.cli import batch, core, demo, lifecycle, report  # noqa: E402, F401  (they register their commands)
 
 __all__ = ["app", "main"]
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from muse.evaluation.alignment import BinAlignment
@@ -47,7 +48,7 @@ class Report:
             lines += [note, ""]
         for heading, header, rows, figure in self.sections:
             lines += [f"## {heading}", ""]
-            lines.append("| " + " | ".join(header) + " |")
+            lines.append("| " + " | ".join(h.replace("|", "\\|") for h in header) + " |")
             lines.append("|" + "---|" * len(header))
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
             lines.append("")
@@ -64,11 +65,12 @@ class Report:
     def tables(self) -> list[Table]:
         out = []
         for heading, header, rows, _ in self.sections:
-            table = Table(title=heading)
+            # Cells are data (bin labels like "[0.1, 0.2[", predictor names): never markup.
+            table = Table(title=escape(heading))
             for col in header:
-                table.add_column(col, overflow="fold")
+                table.add_column(escape(col), overflow="fold")
             for row in rows:
-                table.add_row(*row)
+                table.add_row(*(escape(c) for c in row))
             out.append(table)
         return out
 

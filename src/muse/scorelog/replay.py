@@ -33,7 +33,8 @@ def replay_frame(
 ) -> int:
     """Score every event of ``frame`` (live and shadows) and append the rows to ``writer``.
 
-    Returns the number of rows appended. Unlike serving, replay waits for the writer when
+    Only the features some model of the deployment uses are sent. Returns the number of
+    rows appended. Unlike serving, replay waits for the writer when
     its memory bound is reached rather than dropping rows; a chunk larger than that bound
     is still dropped in part (and counted). Call ``writer.flush()``/``close()`` to wait
     for the files.
@@ -41,6 +42,9 @@ def replay_frame(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk!r}")
     appended = 0
+    # A frame may carry features no model of this deployment uses (generated traffic has
+    # them all); the service rightly refuses unknown features, so replay sends only these.
+    known = service.snapshot.known_features
     epoch_ms = frame.timestamp.astype("datetime64[ms]").astype(np.int64)
     for lo in range(0, len(frame), chunk):
         part = frame.select(slice(lo, lo + chunk))
@@ -48,7 +52,7 @@ def replay_frame(
         intents = [dict(zip(_INTENT, values, strict=True)) for values in zip(*columns, strict=True)]
         results = service.score_batch(
             intents,
-            {name: col for name, col in part.features.items()},
+            {name: col for name, col in part.features.items() if name in known},
             event_ids=part.event_id.tolist(),
             shadows=shadows,
         )
