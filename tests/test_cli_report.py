@@ -168,10 +168,13 @@ def test_alignment_report_of_two_predictors(deployment: Deployment) -> None:
 
 
 def test_calibration_report(deployment: Deployment) -> None:
+    out = deployment.root / "cal"
     r = invoke(
         "report", "calibration", str(deployment.config), "-p", "ensemble-v1", "-t", "bank1",
-        "--labels", str(deployment.root / "labels.parquet"),
+        "--labels", str(deployment.root / "labels.parquet"), "--out", str(out),
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    for name in ("m1", "m2", "m3", "ensemble", "ECE corrected"):
-        assert name in r.output
+    text = (out / "report.md").read_text()
+    for name in ("| m1 |", "| m2 |", "| m3 |", "| ensemble |", "ECE corrected"):
+        assert name in text
+    assert (out / "reliability.png").stat().st_size > 10_000

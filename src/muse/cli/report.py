@@ -179,7 +179,8 @@ def calibration(
     """ECE and Brier score per expert and for the ensemble, with and without posterior
     correction (paper Table 1), from the predictor's labelled lake rows."""
     from muse.evaluation.calibration import calibration_table
-    from muse.evaluation.render import Report, calibration_table_view
+    from muse.evaluation.render import Report, calibration_table_view, plot_reliability
+    from muse.transforms import posterior_correction, weighted_mean
 
     loaded = load_lenient(config, predictor)
     window = _window(since, until)
@@ -206,7 +207,25 @@ def calibration(
         f"{table.num_rows:,} labelled events, {int(y.sum()):,} positive; ECE is ECE_SWEEP^EM (p = 1)"
     )
     header, body = calibration_table_view(rows)
-    report.add("with and without posterior correction", header, body)
+    figure = None
+    if out_dir is not None:
+        betas = [loaded.spec.models[n].undersampling for n in names]
+        weights = np.array([e.weight for e in spec.experts])
+        raw = np.column_stack([outputs[n] for n in names])
+        corrected = np.column_stack(
+            [posterior_correction(outputs[n], b) for n, b in zip(names, betas, strict=True)]
+        )
+        plot_reliability(
+            {
+                "without posterior correction": weighted_mean(raw, weights),
+                "with posterior correction": weighted_mean(corrected, weights),
+            },
+            y,
+            out_dir / "reliability.png",
+            title=f"{predictor}, tenant {tenant}",
+        )
+        figure = "reliability.png"
+    report.add("with and without posterior correction", header, body, figure)
     _emit(report, out_dir)
 
 
