@@ -178,7 +178,7 @@ def batch_events(features: dict[str, float], n: int) -> list[dict[str, Any]]:
 def write_config(dest: Path, headline: bool) -> Path:
     """Copy the quickstart into ``dest`` with its lake inside ``dest``; return the YAML."""
     dest.mkdir(parents=True)
-    for name in ("models", "transforms"):
+    for name in ("models", "transforms", "features"):
         shutil.copytree(QUICKSTART / name, dest / name)
     shutil.copy2(QUICKSTART / "sample_event.json", dest / "sample_event.json")
     spec = yaml.safe_load((QUICKSTART / "muse.yaml").read_text())

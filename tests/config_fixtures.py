@@ -1,6 +1,6 @@
 """A mutable copy of the quickstart deployment, for tests that break a config on purpose.
 
-``Deployment`` wraps a copy of ``examples/quickstart`` (``muse.yaml``, ``models/``,
+``Deployment`` wraps a copy of ``examples/quickstart`` (``muse.yaml``, ``models/``, ``features/``,
 ``transforms/``) in a temporary folder and offers the edits the config and CLI tests make:
 change the YAML as data or as text, delete or rewrite files, and collect the issues of the
 resulting :class:`~muse.errors.ConfigError` by YAML path.
@@ -37,7 +37,7 @@ class Deployment:
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(QUICKSTART / "muse.yaml", dest / "muse.yaml")
         shutil.copy2(QUICKSTART / "sample_event.json", dest / "sample_event.json")
-        for folder in ("models", "transforms"):
+        for folder in ("models", "transforms", "features"):
             shutil.copytree(QUICKSTART / folder, dest / folder)
         return cls(dest)
 

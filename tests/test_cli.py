@@ -304,7 +304,7 @@ def test_validate_loads_the_models_and_reports_a_corrupt_one(tmp_path: Path) -> 
     from muse.cli import app
 
     root = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
-    for name in ("models", "transforms"):
+    for name in ("models", "transforms", "features"):
         shutil.copytree(root / name, tmp_path / name)
     shutil.copy(root / "muse.yaml", tmp_path / "muse.yaml")
     # A features list of the wrong length: the config schema accepts it, only loading the

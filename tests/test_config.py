@@ -304,7 +304,7 @@ ERRORS: list[tuple[str, Callable[[Deployment], None], str, tuple[str, ...]]] = [
         "unknown-backend",
         edit("models.m1.backend", "torch"),
         "models.m1.backend",
-        ("'lightgbm', 'onnx' or 'xgboost'", "got 'torch'"),
+        ("'lightgbm', 'onnx', 'xgboost' or 'kserve-v2'", "got 'torch'"),
     ),
     (
         "missing-field",

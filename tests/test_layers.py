@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "types": 0,
     "fingerprint": 0,
+    "resilience": 0,
     "transforms": 1,
     "routing": 1,
     "_routing_config": 1,
@@ -27,6 +28,7 @@ LAYERS: dict[str, int] = {
     "artifacts": 2,
     "scorefiles": 2,
     "predictor": 2,
+    "featurestore": 2,
     "config": 3,
     "serving_config": 3,
     "schema": 3,
@@ -36,6 +38,7 @@ LAYERS: dict[str, int] = {
     "evaluation": 5,
     "serving": 5,
     "cli": 6,
+    "testing": 6,
     "demo": 6,
 }
 #: Third-party packages the pure core must not import at module level (request path stays lean).

@@ -71,9 +71,25 @@ PUBLIC = {
         "ConfigError",
         "ConfigIssue",
         "FeatureError",
+        "FeatureStoreError",
         "IntentError",
         "MuseError",
         "NoRouteError",
+    ],
+    "muse.resilience": ["CircuitBreaker"],
+    "muse.featurestore": [
+        "EntityKey",
+        "FeatureStore",
+        "FeatureStoreSpec",
+        "InProcessTable",
+        "ParquetSource",
+        "RedisSource",
+        "RedisStore",
+        "StoreBackend",
+        "StoreFeature",
+        "StoreObserver",
+        "StorePool",
+        "open_backend",
     ],
 }
 
@@ -140,7 +156,14 @@ def test_errors_also_derive_from_the_right_builtins() -> None:
     assert issubclass(errors.FeatureError, ValueError)
     assert issubclass(errors.IntentError, ValueError)
     assert issubclass(errors.BackendError, RuntimeError)
-    for cls in (errors.ConfigError, errors.NoRouteError, errors.FeatureError, errors.BackendError):
+    assert issubclass(errors.FeatureStoreError, RuntimeError)
+    for cls in (
+        errors.ConfigError,
+        errors.NoRouteError,
+        errors.FeatureError,
+        errors.BackendError,
+        errors.FeatureStoreError,
+    ):
         assert issubclass(cls, errors.MuseError)
 
 

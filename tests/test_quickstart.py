@@ -24,7 +24,7 @@ def _build_module() -> types.ModuleType:
 
 def _files(root: Path) -> dict[str, bytes]:
     out = {}
-    for sub in ("models", "transforms"):
+    for sub in ("models", "transforms", "features"):
         for p in sorted((root / sub).rglob("*")):
             if p.is_file():
                 out[str(p.relative_to(root))] = p.read_bytes()

@@ -182,7 +182,7 @@ def test_a_bad_event_rejects_the_whole_batch_naming_its_index(service: ScoringSe
 
 
 def _copy_quickstart(tmp_path: Path) -> Path:
-    for name in ("models", "transforms"):
+    for name in ("models", "transforms", "features"):
         shutil.copytree(QUICKSTART / name, tmp_path / name)
     shutil.copy(QUICKSTART / "muse.yaml", tmp_path / "muse.yaml")
     return tmp_path / "muse.yaml"

@@ -14,7 +14,11 @@ What it builds (paper §3.2's setting at toy scale):
 - predictors ``single-v1`` (m1 alone) and ``ensemble-v1`` (m1 + m2 + m3);
 - for each predictor a default (cold-start) map fitted on its scores over the pooled
   traffic of all tenants, and own maps for ``bank1`` and ``bank2`` fitted on their later
-  traffic; ``fintech3`` has no map of its own and is served by the default.
+  traffic; ``fintech3`` has no map of its own and is served by the default;
+- the embedded feature store ``features/cards.parquet`` (paper §2.5.1): ``card_age_days``
+  and ``email_age_days`` of 5,000 cards ``card-00000``…, taken from the later traffic, so
+  a client that names its card (intent attribute ``card_id``) may omit both;
+  ``card-00000`` is the card of ``sample_event.json``.
 
 Run: ``python examples/quickstart/build.py --force`` (or ``make quickstart``).
 """
@@ -29,6 +33,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import xgboost as xgb
 
 from muse.artifacts import QuantileArtifact, reference_digest, write_artifact
@@ -64,6 +71,9 @@ M3_FEATURES = (
     "email_age_days",
 )
 BETAS = {"m1": 0.18, "m2": 0.18, "m3": 0.02}
+#: Features the feature store serves per card, and how many cards it knows.
+CARD_FEATURES = ("card_age_days", "email_age_days")
+N_CARDS = 5_000
 
 
 def train_lightgbm(
@@ -157,6 +167,21 @@ def fit_artifact(
     )
 
 
+def write_cards(frame: EventFrame, path: Path) -> None:
+    """The feature table: card ``card-<i>`` has the card features of event ``i`` of ``frame``.
+
+    Deterministic bytes: fixed row order, no pandas metadata, and pyarrow writes no
+    timestamps (its ``created_by`` names the pinned version).
+    """
+    columns: dict[str, pa.Array] = {
+        "card_id": pa.array([f"card-{i:05d}" for i in range(N_CARDS)], type=pa.string())
+    }
+    for name in CARD_FEATURES:
+        columns[name] = pa.array(np.asarray(frame.features[name][:N_CARDS]), type=pa.float64())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path, compression="zstd")
+
+
 def build(out: Path) -> None:
     tenants = make_tenants(len(TENANTS), seed=11, names=TENANTS)
     train = generate_events(tenants, 240_000, seed=1, start=START, days=28)
@@ -198,6 +223,10 @@ def build(out: Path) -> None:
 
     sample = later.for_tenant("bank1").to_rows(limit=1)[0]
     (out / "sample_event.json").write_text(json.dumps(sample["features"], indent=1) + "\n")
+    # The sample is the later traffic's first event, so its card is card-00000 (README).
+    if later.tenant[0] != "bank1":
+        raise RuntimeError("the later traffic no longer starts with a bank1 event")
+    write_cards(later, out / "features" / "cards.parquet")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,11 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace existing models and maps")
     args = parser.parse_args(argv)
     out: Path = args.out
-    existing = [out / "models", out / "transforms"]
+    existing = [out / "models", out / "transforms", out / "features"]
     if any(p.exists() for p in existing):
         if not args.force:
             print(
-                f"{out} already has models/ or transforms/; pass --force to rebuild",
+                f"{out} already has models/, transforms/ or features/; pass --force to rebuild",
                 file=sys.stderr,
             )
             return 2

@@ -31,13 +31,21 @@ from muse.artifacts import (
     read_artifact,
     reference_digest,
 )
-from muse.backends.base import BACKEND_KINDS, ModelSpec, file_digest
+from muse.backends.base import BACKEND_KINDS, REMOTE_KINDS, ModelSpec, file_digest, remote_digest
 from muse.errors import ConfigError, ConfigIssue
+from muse.featurestore.spec import (
+    EntityKey,
+    FeatureStoreSpec,
+    ParquetSource,
+    RedisSource,
+    StoreFeature,
+)
 from muse.fingerprint import predictor_fingerprint
 from muse.routing import DEFAULT_ATTRIBUTES, Router
 from muse.schema import (
     DeploymentSpec,
     ExpertConfig,
+    FeatureStoreConfig,
     IntentConfig,
     ModelCIConfig,
     ModelConfig,
@@ -89,6 +97,8 @@ class LoadedConfig:
     fingerprints: Mapping[str, str]
     transforms: Mapping[str, PredictorTransforms]
     router: Router
+    #: The ``feature_store`` section resolved (file paths absolute, key parts' sources).
+    feature_store: FeatureStoreSpec | None = None
 
     @property
     def version(self) -> str:
@@ -185,7 +195,17 @@ class _Loader:
                     entries[section][str(name)] = schema.model_validate(body)
                 except ValidationError as e:
                     self._pydantic(where, e)
-        optional = {"version", "intent", "routing", "auth", "lake", "server", "tenants", "model_ci"}
+        optional = {
+            "version",
+            "intent",
+            "routing",
+            "auth",
+            "lake",
+            "server",
+            "tenants",
+            "model_ci",
+            "feature_store",
+        }
         for key in sorted(set(raw) - optional - set(sections), key=str):
             self.issue(
                 str(key),
@@ -205,6 +225,7 @@ class _Loader:
 
         attributes = tuple(dict.fromkeys((*DEFAULT_ATTRIBUTES, *intent.attributes)))
         router = self._router(raw.get("routing"), attributes)
+        store_config, store = self._feature_store(raw.get("feature_store"), attributes)
         references = self._references(entries["references"])
         model_specs, digests = self._models(entries["models"])
         fingerprints, transforms = self._predictors(
@@ -228,6 +249,7 @@ class _Loader:
             models=entries["models"],
             predictors=entries["predictors"],
             routing=raw["routing"],
+            feature_store=store_config,
             **serving,
         )
         return LoadedConfig(
@@ -240,6 +262,7 @@ class _Loader:
             fingerprints=MappingProxyType(fingerprints),
             transforms=MappingProxyType(transforms),
             router=router,
+            feature_store=store,
         )
 
     # -- sections -----------------------------------------------------------------------
@@ -295,6 +318,62 @@ class _Loader:
             except ValidationError as e:
                 self._pydantic("model_ci", e)
         return out
+
+    def _feature_store(
+        self, block: object, attributes: tuple[str, ...]
+    ) -> tuple[FeatureStoreConfig | None, FeatureStoreSpec | None]:
+        """The ``feature_store`` section: validated, its key parts' sources resolved (an
+        intent attribute, else a request feature), a Parquet file hashed and its columns
+        checked. The table itself is loaded with the snapshot, like models."""
+        if block is None:
+            return None, None
+        where = "feature_store"
+        try:
+            config = FeatureStoreConfig.model_validate(block)
+        except ValidationError as e:
+            self._pydantic(where, e)
+            return None, None
+        keys = tuple(EntityKey(name, name in attributes) for name in config.key)
+        features = tuple(
+            StoreFeature(name, None if f.required else f.default)
+            for name, f in config.features.items()
+        )
+        source: ParquetSource | RedisSource
+        if config.parquet is not None:
+            at = f"{where}.parquet"
+            data = self._read(at, config.parquet)
+            if data is None:
+                return config, None
+            columns = _parquet_columns(data)
+            if columns is None:
+                self.issue(at, f"{config.parquet} is not a readable Parquet file")
+                return config, None
+            missing = [c for c in (*config.key, *config.features) if c not in columns]
+            if missing:
+                self.issue(
+                    at,
+                    f"{config.parquet} lacks column(s) {missing} (one per key part and per "
+                    f"feature); it has {columns}",
+                )
+                return config, None
+            source = ParquetSource(
+                path=(self.base / config.parquet).resolve(),
+                digest="sha256:" + hashlib.sha256(data).hexdigest(),
+                keys=config.key,
+                features=tuple(config.features),
+            )
+        else:
+            assert config.redis is not None  # exactly one source: checked by the schema
+            r = config.redis
+            source = RedisSource(
+                url=r.url,
+                key_prefix=r.key_prefix,
+                timeout_s=r.timeout_ms / 1000.0,
+                failure_threshold=r.circuit_breaker.failure_threshold,
+                reset_timeout_s=r.circuit_breaker.reset_timeout_s,
+                max_connections=r.max_connections,
+            )
+        return config, FeatureStoreSpec(keys=keys, features=features, source=source)
 
     def _with_secrets(self, auth: AuthConfig) -> AuthConfig:
         if auth.secrets_file is None:
@@ -419,6 +498,10 @@ class _Loader:
         digests: dict[str, str] = {}
         for name, m in specs.items():
             where = f"models.{name}.uri"
+            if m.backend in REMOTE_KINDS:
+                self._remote_model(name, m, model_specs, digests)
+                continue
+            assert m.uri is not None  # the schema requires it for in-process kinds
             p = (self.base / m.uri).resolve()
             if m.backend not in BACKEND_KINDS:  # pragma: no cover - Literal already restricts it
                 self.issue(f"models.{name}.backend", f"unknown backend {m.backend!r}")
@@ -436,6 +519,53 @@ class _Loader:
                 kind=m.backend, path=p, features=m.features, threads=m.threads
             )
         return model_specs, digests
+
+    def _remote_model(
+        self,
+        name: str,
+        m: ModelConfig,
+        model_specs: dict[str, ModelSpec],
+        digests: dict[str, str],
+    ) -> None:
+        """A kserve-v2 model: its identity is model, version, features (+ a local copy)."""
+        assert m.url is not None
+        assert m.model is not None
+        assert m.version is not None
+        assert m.features is not None
+        file = None
+        if m.uri is not None:
+            p = (self.base / m.uri).resolve()
+            try:
+                file = file_digest(p)
+            except OSError as e:
+                self.issue(f"models.{name}.uri", f"cannot read model file {p}: {e.strerror}")
+                return
+        digests[name] = remote_digest(m.model, m.version, m.features, file)
+        self.hash.update(digests[name].encode())
+        options = {
+            "url": m.url,
+            "protocol": m.protocol,
+            "model": m.model,
+            "version": m.version,
+            "input_name": m.input_name,
+            "datatype": m.datatype,
+            "output_name": m.output_name,
+            "timeout_ms": repr(m.timeout_ms),
+            "retries": str(m.retries),
+            "max_batch_size": str(m.max_batch_size),
+            "binary": m.binary,
+            "breaker_failures": str(m.breaker_failures),
+            "breaker_reset_s": repr(m.breaker_reset_s),
+        }
+        if file is not None:
+            options["file_digest"] = file
+        model_specs[name] = ModelSpec(
+            kind=m.backend,
+            path=Path(f"{m.backend}:{m.url}/{m.model}/{m.version}"),
+            features=m.features,
+            threads=m.threads,
+            options=tuple(sorted(options.items())),
+        )
 
     def _predictors(
         self,
@@ -562,6 +692,17 @@ class _Loader:
         if default is None:
             return None
         return PredictorTransforms(default=default, tenants=MappingProxyType(tenants))
+
+
+def _parquet_columns(data: bytes) -> list[str] | None:
+    """Column names of a Parquet file's bytes (its footer only), None if it is not one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(pa.BufferReader(data)).names)
+    except (pa.ArrowException, OSError):
+        return None
 
 
 def _section_names(block: object) -> set[str]:

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "FeatureError",
+    "FeatureStoreError",
     "IntentError",
     "MuseError",
     "NoRouteError",
@@ -112,3 +113,19 @@ class BackendError(MuseError, RuntimeError):
     def __init__(self, message: str, *, model: str | None = None) -> None:
         super().__init__(message)
         self.model = model
+
+
+class FeatureStoreError(MuseError, RuntimeError):
+    """The feature store could not answer: down, timed out, or its circuit breaker is open.
+
+    Not the client's fault (unlike a :class:`FeatureError`): the events that needed the
+    store's features can be retried, or sent with those features. ``store`` describes the
+    store (kind and address, for logs), ``features`` the features that could not be filled.
+    """
+
+    def __init__(
+        self, message: str, *, store: str | None = None, features: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.store = store
+        self.features: tuple[str, ...] = tuple(features)

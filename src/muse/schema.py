@@ -16,13 +16,17 @@ from muse.serving_config import AuthSetting, LakeConfig, ServerConfig
 
 __all__ = [
     "BetaParams",
+    "CircuitBreakerConfig",
     "DeploymentSpec",
     "ExpertConfig",
+    "FeatureStoreConfig",
     "IntentConfig",
     "ModelCIConfig",
     "ModelConfig",
     "PredictorConfig",
+    "RedisStoreConfig",
     "ReferenceConfig",
+    "StoreFeatureConfig",
     "TenantConfig",
 ]
 
@@ -65,10 +69,58 @@ class ReferenceConfig(_Strict):
 class ModelConfig(_Strict):
     """A physical model: the unit of sharing between predictors (paper §2.2.1)."""
 
-    backend: Literal["lightgbm", "onnx", "xgboost"] = Field(
-        description="Runtime that loads the file."
+    backend: Literal["lightgbm", "onnx", "xgboost", "kserve-v2"] = Field(
+        description="Runtime that loads the file, or `kserve-v2` for a model on a remote "
+        "Open Inference Protocol (KServe V2) server such as Triton or MLServer."
     )
-    uri: str = Field(min_length=1, description="Model file, relative to the config file.")
+    uri: str | None = Field(
+        None,
+        min_length=1,
+        description="Model file, relative to the config file (for `kserve-v2`: optional, a "
+        "local copy whose content hash joins the model's identity).",
+    )
+    # -- kserve-v2 only ------------------------------------------------------------------
+    url: str | None = Field(
+        None, description="kserve-v2: server address, http(s)://host:port or host:port (gRPC)."
+    )
+    protocol: Literal["http", "grpc"] = Field("http", description="kserve-v2: transport.")
+    model: str | None = Field(
+        None, min_length=1, description="kserve-v2: model name on the server."
+    )
+    version: str | None = Field(
+        None,
+        min_length=1,
+        description="kserve-v2: model version on the server; part of the model's identity "
+        "(bump it when the served model changes, and every map is refitted).",
+    )
+    input_name: str = Field("input__0", min_length=1, description="kserve-v2: input tensor name.")
+    datatype: Literal["FP32", "FP64"] = Field(
+        "FP32", description="kserve-v2: input tensor datatype."
+    )
+    output_name: str = Field(
+        "probability", min_length=1, description="kserve-v2: output tensor holding P(fraud)."
+    )
+    timeout_ms: float = Field(
+        100.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="kserve-v2: deadline per call, retries included.",
+    )
+    retries: int = Field(1, ge=0, le=5, description="kserve-v2: retries on connection errors only.")
+    max_batch_size: int = Field(
+        256, ge=1, description="kserve-v2: most rows per request (larger batches are split)."
+    )
+    binary: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="kserve-v2 over http: binary tensors (auto: when the server announces "
+        "the binary_tensor_data extension).",
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="kserve-v2: consecutive failures that open the server's breaker."
+    )
+    breaker_reset_s: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="kserve-v2: cool-down before a probe call."
+    )
     undersampling: float = Field(
         1.0,
         gt=0,
@@ -81,6 +133,30 @@ class ModelConfig(_Strict):
     )
     threads: int = Field(1, ge=1, le=64, description="Intra-op threads of the runtime.")
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ModelConfig:
+        remote = {"url", "model", "version"}
+        if self.backend == "kserve-v2":
+            missing = [k for k in ("url", "model", "version") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"a kserve-v2 model needs {', '.join(missing)}")
+            if not self.features:
+                raise ValueError(
+                    "a kserve-v2 model needs `features`: the server does not say which "
+                    "feature each input column is"
+                )
+            if self.protocol == "http" and not self.url.startswith(("http://", "https://")):  # type: ignore[union-attr]
+                raise ValueError(
+                    f"an http server url starts with http:// or https://, got {self.url!r}"
+                )
+            return self
+        if self.uri is None:
+            raise ValueError(f"a {self.backend} model needs `uri` (its model file)")
+        given = sorted(k for k in remote if getattr(self, k) is not None)
+        if given:
+            raise ValueError(f"{given} apply to kserve-v2 models only, not {self.backend}")
+        return self
 
 
 class ExpertConfig(_Strict):
@@ -193,6 +269,148 @@ class ModelCIConfig(_Strict):
     )
 
 
+class CircuitBreakerConfig(_Strict):
+    """When to stop calling a failing dependency, and when to try it again.
+
+    After ``failure_threshold`` consecutive failures calls fail at once (microseconds
+    instead of a timeout each); after ``reset_timeout_s`` one probe call is let through,
+    and its success closes the circuit again — no restart or reload needed.
+    """
+
+    failure_threshold: int = Field(
+        5, ge=1, le=10_000, description="Consecutive failures that open the circuit."
+    )
+    reset_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds the circuit stays open before one probe call is let through.",
+    )
+
+
+class RedisStoreConfig(_Strict):
+    """A Redis feature store: one hash per entity, one field per feature."""
+
+    url: str = Field(
+        min_length=1,
+        description="redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path.sock.",
+    )
+    key_prefix: str = Field(
+        "",
+        description="Hash name = prefix + the key's values joined by ':' (prefix 'card:' → 'card:c-1').",
+    )
+    timeout_ms: float = Field(
+        20.0,
+        gt=0,
+        le=10_000,
+        allow_inf_nan=False,
+        description="Bound on connecting and on each read: a slow store fails the lookup, "
+        "not the latency budget.",
+    )
+    max_connections: int = Field(64, ge=1, le=10_000, description="Connection pool size.")
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig, description="Fail fast while Redis is down."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"expected a redis://, rediss:// or unix:// URL, got {v!r} "
+                "(e.g. redis://127.0.0.1:6379/0)"
+            )
+        return v
+
+
+class StoreFeatureConfig(_Strict):
+    """A feature the store provides: ``required``, or the ``default`` for entities it lacks."""
+
+    required: bool = Field(
+        False,
+        description="An event whose entity has no value is rejected with a 422 naming the feature.",
+    )
+    default: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description="The value for an entity the store does not know (or that lacks this feature).",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> StoreFeatureConfig:
+        if self.required == (self.default is not None):
+            raise ValueError(
+                "give either `required` or `{default: <number>}` (the value for entities "
+                "the store does not know)"
+            )
+        return self
+
+
+class FeatureStoreConfig(_Strict):
+    """Where features a request omits are fetched from, by entity key (paper §2.5.1).
+
+    Only features absent from the request are fetched, only for events whose routes'
+    models need them; a feature the request carries is never overridden.
+    """
+
+    key: tuple[str, ...] = Field(
+        min_length=1,
+        description="The entity key: intent attributes (declared under intent.attributes, "
+        "or tenant, geography, schema, channel) or request features, in order.",
+    )
+    parquet: str | None = Field(
+        None,
+        description="Parquet file, relative to the config: a column per key part and per "
+        "feature, a row per entity (an empty cell: no value). Loaded into memory.",
+    )
+    redis: RedisStoreConfig | None = Field(None, description="A Redis server.")
+    features: Mapping[str, StoreFeatureConfig] = Field(
+        min_length=1,
+        description="Feature name → `required` or `{default: <number>}`.",
+    )
+    description: str | None = None
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_key(cls, v: object) -> object:
+        return (v,) if isinstance(v, str) else v
+
+    @field_validator("key")
+    @classmethod
+    def _key_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name for name in v) or len(set(v)) != len(v):
+            raise ValueError(f"key names must be non-empty and distinct, got {list(v)}")
+        return v
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _shorthand(cls, v: object) -> object:
+        if not isinstance(v, Mapping):
+            return v
+        out: dict[object, object] = {}
+        for name, body in v.items():
+            if isinstance(body, str) and body != "required":
+                raise ValueError(
+                    f"feature {name!r}: expected `required` or `{{default: <number>}}`, got {body!r}"
+                )
+            out[name] = {"required": True} if body == "required" else body
+        return out
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeatureStoreConfig:
+        given = [k for k in ("parquet", "redis") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of parquet, redis (got {given or 'none'})")
+        both = sorted(set(self.key) & set(self.features))
+        if both:
+            raise ValueError(
+                f"{both} cannot be both the entity key and a feature the store provides"
+            )
+        return self
+
+
 class DeploymentSpec(_Strict):
     """The whole ``muse.yaml``."""
 
@@ -212,4 +430,7 @@ class DeploymentSpec(_Strict):
     )
     model_ci: ModelCIConfig = Field(
         default_factory=ModelCIConfig, description="Limits of the model-CI gate."
+    )
+    feature_store: FeatureStoreConfig | None = Field(
+        None, description="Where features a request omits are fetched from; absent = none."
     )

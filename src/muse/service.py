@@ -7,6 +7,11 @@ single reference assignment, so a call that started on a snapshot finishes on it
 
 Every physical model runs once per event, whichever predictors (live or shadow) use it,
 and its output feeds all of them (ARCHITECTURE invariant 5).
+
+Features a request omits are filled from the deployment's feature store, if it has one,
+once per batch after routing and before the models run (paper §2.5.1): only features
+some model of the event's routes needs, live ones on the response path, shadow-only ones
+in the shadow work (:mod:`muse.featurestore`).
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from muse.errors import (
     ConfigError,
     ConfigIssue,
     FeatureError,
+    FeatureStoreError,
     IntentError,
     MuseError,
     NoRouteError,
 )
 from muse.features.table import FeatureTable
+from muse.featurestore import FeatureStore, StorePool, open_backend
+from muse.featurestore.store import Enrichment, Need
 from muse.predictor import Expert, Predictor, PredictorResult, TenantMap
 from muse.routing import Route, Router
 from muse.transforms._checks import as_scores
@@ -87,29 +95,50 @@ class ScoreResult(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
-    """One deployed config version: router, compiled predictors and their shared backends."""
+    """One deployed config version: router, compiled predictors, their shared backends,
+    and the feature store that fills what requests omit (None: requests carry everything).
+    """
 
     config: LoadedConfig
     router: Router
     predictors: Mapping[str, Predictor]
     backends: Mapping[str, ModelBackend]
+    store: FeatureStore | None = None
+    #: Features a request may carry: every model's, and entity-key parts sent as features.
     known_features: frozenset[str] = field(init=False)
+    #: Store-provided features some model needs: a request carrying all of them skips the store.
+    store_features: tuple[str, ...] = field(init=False)
+    #: Model → its feature names (what the feature store is asked to complete).
+    model_features: Mapping[str, tuple[str, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
-        names = frozenset(f for b in self.backends.values() for f in b.feature_names)
-        object.__setattr__(self, "known_features", names)
+        used = frozenset(f for b in self.backends.values() for f in b.feature_names)
+        keys = self.store.key_features if self.store is not None else ()
+        provided = self.store.provides if self.store is not None else frozenset()
+        object.__setattr__(self, "known_features", used | frozenset(keys))
+        object.__setattr__(self, "store_features", tuple(sorted(used & provided)))
+        object.__setattr__(
+            self,
+            "model_features",
+            MappingProxyType({m: b.feature_names for m, b in self.backends.items()}),
+        )
 
     @property
     def version(self) -> str:
         return self.config.version
 
 
-def build_snapshot(config: LoadedConfig, pool: ModelPool) -> Snapshot:
-    """Compile ``config`` into a snapshot, loading models through ``pool`` (shared, reused).
+def build_snapshot(
+    config: LoadedConfig, pool: ModelPool, stores: StorePool | None = None
+) -> Snapshot:
+    """Compile ``config`` into a snapshot, loading models through ``pool`` (shared, reused)
+    and opening its feature store through ``stores`` (shared across reloads; None: opened
+    for this snapshot alone, e.g. by an offline tool).
 
     Every model that fails to load (corrupt file, not a binary classifier, declared
-    features that disagree with the file) is reported in one :class:`ConfigError`, each
-    under its YAML path, like every other config problem.
+    features that disagree with the file), and a feature table that fails to load, is
+    reported in one :class:`ConfigError`, each under its YAML path, like every other
+    config problem.
     """
     backends: dict[str, ModelBackend] = {}
     issues: list[ConfigIssue] = []
@@ -118,6 +147,15 @@ def build_snapshot(config: LoadedConfig, pool: ModelPool) -> Snapshot:
             backends[name] = pool.get(spec)
         except BackendError as e:
             issues.append(ConfigIssue(f"models.{name}", str(e)))
+    store = None
+    if config.feature_store is not None:
+        source = config.feature_store.source
+        try:
+            backend = stores.get(source) if stores is not None else open_backend(source)
+        except FeatureStoreError as e:
+            issues.append(ConfigIssue(f"feature_store.{source.kind}", str(e)))
+        else:
+            store = FeatureStore(config.feature_store, backend)
     if issues:
         raise ConfigError(issues, source=str(config.path))
     predictors: dict[str, Predictor] = {}
@@ -143,6 +181,7 @@ def build_snapshot(config: LoadedConfig, pool: ModelPool) -> Snapshot:
         router=config.router,
         predictors=MappingProxyType(predictors),
         backends=MappingProxyType(backends),
+        store=store,
     )
 
 
@@ -150,18 +189,26 @@ class ScoringService:
     """Scores events against the current snapshot; :meth:`reload` swaps in a new one.
 
     Thread-safe: scoring reads the snapshot reference once per call; reloads are serialised.
+    ``stores`` keeps the feature-store backends (a Redis client, a loaded table) across
+    reloads; :meth:`close` closes them.
     """
 
-    def __init__(self, snapshot: Snapshot, pool: ModelPool) -> None:
+    def __init__(
+        self, snapshot: Snapshot, pool: ModelPool, stores: StorePool | None = None
+    ) -> None:
         self._snapshot = snapshot
         self._pool = pool
+        self._stores = stores if stores is not None else StorePool()
         self._reload_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, path: str | Path, *, pool: ModelPool | None = None) -> ScoringService:
+    def from_config(
+        cls, path: str | Path, *, pool: ModelPool | None = None, stores: StorePool | None = None
+    ) -> ScoringService:
         """Load ``muse.yaml``, load its models once each, compile its predictors."""
         pool = pool if pool is not None else ModelPool()
-        return cls(build_snapshot(load_config(path), pool), pool)
+        stores = stores if stores is not None else StorePool()
+        return cls(build_snapshot(load_config(path), pool, stores), pool, stores)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -171,6 +218,14 @@ class ScoringService:
     @property
     def pool(self) -> ModelPool:
         return self._pool
+
+    @property
+    def stores(self) -> StorePool:
+        return self._stores
+
+    def close(self) -> None:
+        """Close the feature-store backends (connections); the service is not used after."""
+        self._stores.close()
 
     def swap(self, snapshot: Snapshot) -> None:
         """Make ``snapshot`` the one new calls score on (a single reference assignment)."""
@@ -183,9 +238,12 @@ class ScoringService:
         and the error propagates (ARCHITECTURE invariant 4).
         """
         with self._reload_lock:
-            new = build_snapshot(load_config(path or self._snapshot.config.path), self._pool)
+            config = load_config(path or self._snapshot.config.path)
+            new = build_snapshot(config, self._pool, self._stores)
             self._snapshot = new
             self._pool.retain(new.config.model_specs.values())
+            store = new.config.feature_store
+            self._stores.retain(None if store is None else store.source)
             return new
 
     # -- scoring ------------------------------------------------------------------------
@@ -228,9 +286,12 @@ class ScoringService:
         snap, table, plan = self._prepare(intents, features, event_ids, shadows)
         outputs: dict[str, ScoreArray] = {}
         failed: dict[str, str] = {}
-        _run_models(snap, table, plan.model_events(), plan.live_model_events, outputs, failed)
+        holes: _Holes = {}
+        todo = plan.model_events()
+        table, enr = _enrich(snap, plan, table, todo)
+        _run_models(snap, table, todo, plan.live_model_events, outputs, failed, enr, holes)
         live = plan.score_groups(snap, "live", outputs, failed)
-        shadow = plan.score_groups(snap, "shadow", outputs, failed)
+        shadow = plan.score_groups(snap, "shadow", outputs, failed, holes)
         return plan.results(snap, live, shadow, event_ids)
 
     def score_live(
@@ -251,12 +312,14 @@ class ScoringService:
         outputs: dict[str, ScoreArray] = {}
         failed: dict[str, str] = {}
         live_todo = plan.live_model_events
-        _run_models(snap, table, live_todo, live_todo, outputs, failed)
+        # One round trip fetches the shadows' extra features of the same entities too.
+        table, enr = _enrich(snap, plan, table, live_todo, also=plan.model_events())
+        _run_models(snap, table, live_todo, live_todo, outputs, failed, enr)
         live = plan.score_groups(snap, "live", outputs, failed)
         results = plan.results(snap, live, _Scored({}, {}), event_ids)
         deferred = None
         if plan.shadow_groups:
-            deferred = DeferredShadows(snap, table, plan, outputs, live, event_ids)
+            deferred = DeferredShadows(snap, table, plan, outputs, live, event_ids, enr)
         return LiveOutcome(results, deferred)
 
     def _prepare(
@@ -298,7 +361,16 @@ class DeferredShadows:
     reported in ``shadow_errors`` of the events it concerns.
     """
 
-    __slots__ = ("_event_ids", "_failed", "_live", "_outputs", "_plan", "_snap", "_table")
+    __slots__ = (
+        "_enrichment",
+        "_event_ids",
+        "_failed",
+        "_live",
+        "_outputs",
+        "_plan",
+        "_snap",
+        "_table",
+    )
 
     def __init__(
         self,
@@ -308,6 +380,7 @@ class DeferredShadows:
         outputs: dict[str, ScoreArray],
         live: _Scored,
         event_ids: Sequence[str] | None,
+        enrichment: Enrichment | None = None,
     ) -> None:
         self._snap = snap
         self._table = table
@@ -315,6 +388,7 @@ class DeferredShadows:
         self._outputs = outputs
         self._live = live
         self._event_ids = event_ids
+        self._enrichment = enrichment
         self._failed: dict[str, str] = {}
 
     @property
@@ -344,8 +418,13 @@ class DeferredShadows:
             if rest.size:
                 todo[model] = rest
         try:
-            _run_models(self._snap, self._table, todo, {}, self._outputs, self._failed)
-            shadow = plan.score_groups(self._snap, "shadow", self._outputs, self._failed)
+            holes: _Holes = {}
+            snap, table, enr = self._snap, self._table, self._enrichment
+            if todo and snap.store is not None:
+                # What only shadows need is fetched here, off the response path.
+                table, enr = _enrich(snap, plan, table, todo, enrichment=enr)
+            _run_models(snap, table, todo, {}, self._outputs, self._failed, enr, holes)
+            shadow = plan.score_groups(snap, "shadow", self._outputs, self._failed, holes)
         except Exception as e:  # a shadow must never fail the caller (invariant 3)
             message = f"shadow scoring failed: {type(e).__name__}: {e}"
             errors = {
@@ -357,6 +436,32 @@ class DeferredShadows:
         return plan.results(self._snap, self._live, shadow, self._event_ids)
 
 
+#: Model → (events it could not score, why): shadow events whose store features are missing.
+_Holes = dict[str, tuple[frozenset[int], str]]
+
+
+def _enrich(
+    snap: Snapshot,
+    plan: _Plan,
+    table: FeatureTable,
+    todo: Mapping[str, np.ndarray],
+    *,
+    also: Mapping[str, np.ndarray] | None = None,
+    enrichment: Enrichment | None = None,
+) -> tuple[FeatureTable, Enrichment | None]:
+    """``table`` completed from the feature store for the models of ``todo`` (see
+    :meth:`Enrichment.fill`); no store, or a request carrying every store feature the
+    models use, costs one membership test per such feature."""
+    store = snap.store
+    if store is None or (enrichment is None and all(f in table for f in snap.store_features)):
+        return table, enrichment
+    enr = enrichment if enrichment is not None else Enrichment(store, plan.intents, plan.n)
+    features = snap.model_features
+    needs: list[Need] = [(features[m], idx) for m, idx in todo.items()]
+    extra: list[Need] = [(features[m], idx) for m, idx in (also or {}).items()]
+    return enr.fill(table, needs, extra), enr
+
+
 def _run_models(
     snap: Snapshot,
     table: FeatureTable,
@@ -364,16 +469,33 @@ def _run_models(
     live: Mapping[str, np.ndarray],
     outputs: dict[str, ScoreArray],
     failed: dict[str, str],
+    enrichment: Enrichment | None = None,
+    holes: _Holes | None = None,
 ) -> None:
     """Run each model of ``todo`` on its events, filling ``outputs`` (full-length arrays).
 
     A model that ``live`` predictors need raises on failure (the client gets the error);
-    one only shadows need is recorded in ``failed`` instead.
+    one only shadows need is recorded in ``failed`` instead. Events the feature store
+    could not complete fail a live model (the error names the first), and are left out of
+    a shadow-only model's run and recorded in ``holes``.
     """
     n = table.n_events
     for model, idx in todo.items():
         backend = snap.backends[model]
         live_idx = live.get(model)
+        if enrichment is not None:
+            names = backend.feature_names
+            if live_idx is not None and (gap := enrichment.gap(table, names, live_idx)):
+                raise gap.error
+            # Only shadows need the rest of ``idx`` (none when it is the live events).
+            if (live_idx is None or live_idx.size < idx.size) and (
+                gap := enrichment.gap(table, names, idx)
+            ):
+                if gap.bad.all() or holes is None:
+                    failed[model] = str(gap.error)
+                    continue
+                holes[model] = (frozenset(idx[gap.bad].tolist()), str(gap.error))
+                idx = idx[~gap.bad]
         missing = table.missing(backend.feature_names)
         if missing:
             if live_idx is not None:
@@ -512,8 +634,13 @@ class _Plan:
         role: str,
         outputs: Mapping[str, ScoreArray],
         failed: Mapping[str, str],
+        holes: _Holes | None = None,
     ) -> _Scored:
-        """Score every (predictor, tenant) group of ``role`` from the model outputs."""
+        """Score every (predictor, tenant) group of ``role`` from the model outputs.
+
+        ``holes`` (shadows only) names events a model could not score: they get an error
+        for each predictor using that model, and the group's other events are scored.
+        """
         # Per-event containers are created only where needed: a large batch allocating
         # two empty containers per event spent much of its time in the garbage collector.
         scored: dict[int, list[PredictorScore]] = {}
@@ -527,6 +654,16 @@ class _Plan:
                 for i in idx_list:
                     errors.setdefault(i, {})[pname] = message
                 continue
+            if holes:
+                missed = [holes[m] for m in predictor.models if m in holes]
+                for events, message in missed:
+                    for i in idx_list:
+                        if i in events:
+                            errors.setdefault(i, {}).setdefault(pname, message)
+                if missed:
+                    idx_list = [i for i in idx_list if not any(i in e for e, _ in missed)]
+                    if not idx_list:
+                        continue
             if len(idx_list) == self.n:  # the group is the whole batch: no gather
                 picked = {m: outputs[m] for m in predictor.models}
             else:

@@ -95,6 +95,13 @@ class ServerConfig(_Strict):
         64, ge=0, description="Synthetic events scored per predictor before turning ready."
     )
     watch_config: bool = Field(False, description="Reload when the config file changes.")
+    remote_ready_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long startup (and a reload) waits for every remote (kserve-v2) "
+        "model to answer ready before giving up.",
+    )
 
 
 AuthSetting = Literal["none"] | AuthConfig

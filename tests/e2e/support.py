@@ -132,7 +132,7 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 class Deployment:
-    """A private copy of the quickstart (muse.yaml, models/, transforms/, sample_event.json).
+    """A private copy of the quickstart (muse.yaml, models/, transforms/, features/, sample_event.json).
 
     Each test gets its own folder and score lake; the edits rewrite only the copy's YAML.
     """
@@ -147,7 +147,7 @@ class Deployment:
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("muse.yaml", "sample_event.json"):
             shutil.copy2(QUICKSTART / name, dest / name)
-        for folder in ("models", "transforms"):
+        for folder in ("models", "transforms", "features"):
             shutil.copytree(QUICKSTART / folder, dest / folder)
         deployment = cls(dest)
         deployment.set_lake("lake")

@@ -21,17 +21,21 @@ from muse.types import FeatureMatrix, ScoreArray
 
 __all__ = [
     "BACKEND_KINDS",
+    "REMOTE_KINDS",
     "ModelBackend",
     "ModelSpec",
     "describe_exception",
     "file_digest",
     "read_model",
     "reject_unknown_options",
+    "remote_digest",
     "resolve_feature_names",
 ]
 
-#: Backend kinds that run in this process. Remote kinds (KServe V2) are added separately.
+#: Backend kinds that run in this process.
 BACKEND_KINDS: tuple[str, ...] = ("lightgbm", "onnx", "xgboost")
+#: Backend kinds served by a remote model server (no model file is read).
+REMOTE_KINDS: tuple[str, ...] = ("kserve-v2",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,20 @@ class ModelBackend(Protocol):
         ``features`` has shape ``(n_events, len(feature_names))``, dtype float64, finite.
         """
         ...
+
+
+def remote_digest(
+    model: str, version: str, features: Sequence[str], file: str | None = None
+) -> str:
+    """The identity of a remote model in predictor fingerprints.
+
+    A remote model has no file muse reads, so its identity is what names it — model,
+    version, features — plus the digest of a local copy when the config gives one.
+    Redeploying a model on the server under the same version would not change it: bump
+    ``version`` (the protocol's own model identity) and every map is refitted.
+    """
+    text = "|".join(["kserve-v2", model, version, ",".join(features), file or ""])
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def file_digest(path: Path) -> str:

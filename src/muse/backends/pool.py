@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from muse.backends.base import BACKEND_KINDS, ModelBackend, ModelSpec
+from muse.backends.base import BACKEND_KINDS, REMOTE_KINDS, ModelBackend, ModelSpec
 from muse.errors import BackendError
 
 __all__ = ["ModelPool", "load_backend"]
@@ -26,6 +26,7 @@ _IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
     "lightgbm": ("muse.backends.lightgbm", "LightGBMBackend"),
     "onnx": ("muse.backends.onnx", "OnnxBackend"),
     "xgboost": ("muse.backends.xgboost", "XGBoostBackend"),
+    "kserve-v2": ("muse.backends.kserve_v2", "KServeV2Backend"),
 }
 
 PoolKey = tuple[str, str, tuple[str, ...] | None, int, tuple[tuple[str, str], ...]]
@@ -47,13 +48,13 @@ def load_backend(spec: ModelSpec) -> ModelBackend:
             f"{spec.threads!r}",
             model=str(spec.path),
         )
-    if spec.kind not in BACKEND_KINDS:
+    if spec.kind not in BACKEND_KINDS and spec.kind not in REMOTE_KINDS:
         raise BackendError(
             f"unknown model kind {spec.kind!r} for {str(spec.path)!r}; expected one of "
             f"{list(BACKEND_KINDS)!r}",
             model=str(spec.path),
         )
-    if not spec.path.is_file():
+    if spec.kind not in REMOTE_KINDS and not spec.path.is_file():
         what = "is not a file" if spec.path.exists() else "does not exist"
         raise BackendError(
             f"{spec.kind} model file {str(spec.path)!r} {what} (resolved to "

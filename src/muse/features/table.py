@@ -115,6 +115,11 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
     def __len__(self) -> int:
         return len(self._columns)
 
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default tries __getitem__ and catches KeyError: ~10x slower when absent,
+        # the usual answer when the feature store checks what a request lacks.
+        return name in self._columns
+
     @property
     def n_events(self) -> int:
         """Number of events (rows)."""
@@ -147,6 +152,19 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         sub._n = int(indices.shape[0])
         sub._matrices = {}
         return sub
+
+    def with_columns(self, columns: Mapping[str, npt.NDArray[np.float64]]) -> FeatureTable:
+        """This table plus ``columns`` (full-length float64 arrays; same names replace), unchecked.
+
+        For the feature store (paper §2.5.1): its values were checked where they came
+        from, and NaN marks events it could not fill — the service checks those events
+        before a model reads them, so a NaN still never becomes a score.
+        """
+        out = FeatureTable.__new__(FeatureTable)
+        out._columns = {**self._columns, **columns}
+        out._n = self._n
+        out._matrices = {}
+        return out
 
     @classmethod
     def concat(cls, tables: Sequence[FeatureTable]) -> FeatureTable:

@@ -4,10 +4,11 @@ No web framework: seven routes do not need one, and on the request path every
 microsecond of plumbing counts (see ``benchmarks/STACK.md``). The app only parses, calls
 :class:`~muse.service.ScoringService` and maps errors (STYLE rule 2).
 
-Lifecycle (ASGI lifespan): load the config and its models, start the score lake and the
-shadow worker, warm every predictor up with synthetic events, then turn ready. On
-shutdown: not ready first, then shadows drained and the lake flushed, so every
-acknowledged record is written (invariant 7).
+Lifecycle (ASGI lifespan): load the config and its models, open the feature store (it
+must answer: a Redis PING), start the score lake and the shadow worker, warm every
+predictor up with synthetic events, then turn ready. On shutdown: not ready first, then
+shadows drained and the lake flushed, so every acknowledged record is written (invariant
+7), then the feature store's connections closed.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from muse.backends.base import REMOTE_KINDS
 from muse.backends.pool import ModelPool
 from muse.config import load_config
-from muse.errors import ConfigError, MuseError
+from muse.errors import BackendError, ConfigError, MuseError
 from muse.features.table import FeatureTable
+from muse.featurestore import RedisStore, StorePool
 from muse.scorelog import LakeRow, LakeWriter
 from muse.scorelog.results import score_row
 from muse.service import LiveOutcome, ScoreResult, ScoringService, Snapshot, build_snapshot
@@ -61,6 +64,7 @@ class MuseApp:
         self.config_path = Path(config_path)
         self.pool = pool if pool is not None else ModelPool()
         self.metrics = Metrics()
+        self.stores = StorePool(observer=self.metrics)
         self.ready = False
         self.service: ScoringService | None = None
         self.auth = Authenticator.from_config(None)
@@ -113,7 +117,13 @@ class MuseApp:
     async def startup(self) -> None:
         """Load, start the lake and shadows, warm up, turn ready."""
         config = await asyncio.to_thread(load_config, self.config_path)
-        snapshot = await asyncio.to_thread(build_snapshot, config, self.pool)
+        snapshot = await asyncio.to_thread(build_snapshot, config, self.pool, self.stores)
+        try:
+            await asyncio.to_thread(check_store, snapshot)
+        except MuseError:
+            self.stores.close()
+            raise
+        await asyncio.to_thread(check_remote, snapshot, config.spec.server.remote_ready_timeout_s)
         spec = config.spec
         if spec.auth is None:
             raise ConfigError(
@@ -154,7 +164,8 @@ class MuseApp:
         )
         self.shadows.start()
         await asyncio.to_thread(warm_up, snapshot, spec.server.warmup_events)
-        self.service = ScoringService(snapshot, self.pool)
+        self.service = ScoringService(snapshot, self.pool, self.stores)
+        self.metrics.watch_circuit(self._store_circuit_open)
         if spec.server.watch_config:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
         self._set_ready(True)
@@ -177,6 +188,7 @@ class MuseApp:
             await asyncio.to_thread(self.shadows.stop, 20.0)
         if self.lake is not None:
             await asyncio.to_thread(self.lake.close, 30.0)
+        self.stores.close()
         log.info("stopped")
 
     # -- scoring ------------------------------------------------------------------------
@@ -212,7 +224,7 @@ class MuseApp:
                 ]
             else:
                 table = FeatureTable.from_rows([e.features for e in events])
-                if len(events) > _INLINE_EVENTS:
+                if len(events) > _INLINE_EVENTS or _remote(service):
                     outcome = await asyncio.to_thread(
                         service.score_live, intents, table, event_ids=event_ids
                     )
@@ -294,13 +306,19 @@ class MuseApp:
                         "`auth: none` explicitly",
                         source=str(self.config_path),
                     )
-                snapshot = await asyncio.to_thread(build_snapshot, config, self.pool)
+                snapshot = await asyncio.to_thread(build_snapshot, config, self.pool, self.stores)
+                await asyncio.to_thread(check_store, snapshot)
+                await asyncio.to_thread(
+                    check_remote, snapshot, config.spec.server.remote_ready_timeout_s
+                )
                 await asyncio.to_thread(warm_up, snapshot, config.spec.server.warmup_events)
             except MuseError:
                 self.metrics.reloads.labels("rejected").inc()
                 raise
             service.swap(snapshot)
             self.pool.retain(snapshot.config.model_specs.values())
+            store = snapshot.config.feature_store
+            self.stores.retain(None if store is None else store.source)
             self.auth = Authenticator.from_config(config.spec.auth)
             if not self.auth.enabled:
                 log.warning("AUTHENTICATION IS OFF after reload (auth: none): local use only")
@@ -333,6 +351,11 @@ class MuseApp:
             await self._error(send, path, exc)
             return
         await self._json(send, path, 200, describe(self.service.snapshot))
+
+    def _store_circuit_open(self) -> bool:
+        store = self.service.snapshot.store if self.service is not None else None
+        backend = store.backend if store is not None else None
+        return isinstance(backend, RedisStore) and backend.breaker.state != "closed"
 
     # -- health, metrics, docs ----------------------------------------------------------
 
@@ -406,6 +429,43 @@ def warm_up(snapshot: Snapshot, n_events: int) -> None:
                 )
 
 
+def check_remote(snapshot: Snapshot, timeout_s: float) -> None:
+    """Wait until every remote (kserve-v2) model answers its V2 readiness endpoints.
+
+    Raises :class:`~muse.errors.BackendError` naming the models still not ready after
+    ``timeout_s``: the service (or a reload) must not turn ready with an expert that
+    cannot answer. Once serving, an outage only fails the predictors that need it.
+    """
+    remote = [b for b in snapshot.backends.values() if b.kind in REMOTE_KINDS]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = [b for b in remote if not b.ready(min(2.0, timeout_s))]  # type: ignore[attr-defined]
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(b.describe() for b in waiting)  # type: ignore[attr-defined]
+            raise BackendError(
+                f"not ready after {timeout_s:g} s: {names}; check the model servers "
+                "(GET <url>/v2/health/ready)"
+            )
+        time.sleep(0.2)
+
+
+def _remote(service: ScoringService) -> bool:
+    """Whether scoring may wait on a model server (then it runs off the event loop)."""
+    return any(b.kind in REMOTE_KINDS for b in service.snapshot.backends.values())
+
+
+def check_store(snapshot: Snapshot) -> None:
+    """Raise :class:`~muse.errors.FeatureStoreError` unless the snapshot's store answers.
+
+    Readiness, not liveness: once serving, a store outage fails only the events that need
+    it (fast, through its circuit breaker), so it must not take the service out of rotation.
+    """
+    if snapshot.store is not None:
+        snapshot.store.backend.check()
+
+
 def describe(snapshot: Snapshot) -> dict[str, Any]:
     """What ``GET /admin/config`` shows: version, routes, predictors and their maps."""
     config = snapshot.config
@@ -423,6 +483,16 @@ def describe(snapshot: Snapshot) -> dict[str, Any]:
                 "tenant_maps": {t: m.version for t, m in p.tenant_maps.items()},
             }
             for name, p in snapshot.predictors.items()
+        },
+        "feature_store": None
+        if snapshot.store is None
+        else {
+            "backend": snapshot.store.backend.description,
+            "key": [k.name for k in snapshot.store.spec.keys],
+            "features": {
+                f.name: "required" if f.required else {"default": f.default}
+                for f in snapshot.store.spec.features
+            },
         },
     }
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from muse.backends.base import REMOTE_KINDS
 from muse.features.table import FeatureTable
 from muse.service import LiveOutcome, ScoreResult, ScoringService
 
@@ -53,6 +54,7 @@ class MicroBatcher:
         self._scheduled = False
         self.batches = 0
         self.events = 0
+        self.in_flight = 0
 
     async def submit(
         self,
@@ -89,33 +91,32 @@ class MicroBatcher:
 
     def _score(self, group: list[_Pending]) -> None:
         service = group[0].service
-        try:
-            outcome = service.score_live(
-                [g.intent for g in group],
-                FeatureTable.concat([g.features for g in group]),
-                event_ids=[g.event_id for g in group],
-            )
-        except Exception:
-            if len(group) == 1:
-                self._one(group[0])
-                return
-            for item in group:  # find whose event failed: each gets its own answer
-                self._one(item)
-            return
-        self._deliver(group, outcome)
+        if _has_remote(service):
+            # Remote experts wait on the network: score in a worker thread so the event
+            # loop keeps taking requests (and batching them) meanwhile.
+            loop = asyncio.get_running_loop()
+            self.in_flight += 1
 
-    def _one(self, item: _Pending) -> None:
-        try:
-            outcome = item.service.score_live(
-                [item.intent],
-                item.features,
-                event_ids=[item.event_id],
-            )
-        except Exception as e:
-            if not item.future.done():
-                item.future.set_exception(e)
+            def work() -> None:
+                done = _compute(group)
+                loop.call_soon_threadsafe(self._settle, done)
+
+            loop.run_in_executor(None, work)
             return
-        self._deliver([item], outcome)
+        self._apply(_compute(group))
+
+    def _settle(self, done: list[tuple[list[_Pending], LiveOutcome | BaseException]]) -> None:
+        self.in_flight -= 1
+        self._apply(done)
+
+    def _apply(self, done: list[tuple[list[_Pending], LiveOutcome | BaseException]]) -> None:
+        for items, outcome in done:
+            if isinstance(outcome, BaseException):
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(outcome)
+            else:
+                self._deliver(items, outcome)
 
     def _deliver(self, group: list[_Pending], outcome: LiveOutcome) -> None:
         self.batches += 1
@@ -124,3 +125,32 @@ class MicroBatcher:
             if not item.future.done():
                 item.future.set_result(result)
         self._record(outcome, [g.started for g in group], [g.received_at for g in group])
+
+
+def _compute(group: list[_Pending]) -> list[tuple[list[_Pending], LiveOutcome | BaseException]]:
+    """Score a group as one batch; if that fails, each event alone, so an error reaches only
+    its own request. Touches no future: safe in a worker thread."""
+    service = group[0].service
+    try:
+        outcome = service.score_live(
+            [g.intent for g in group],
+            FeatureTable.concat([g.features for g in group]),
+            event_ids=[g.event_id for g in group],
+        )
+        return [(group, outcome)]
+    except Exception as e:
+        if len(group) == 1:
+            return [(group, e)]
+    done: list[tuple[list[_Pending], LiveOutcome | BaseException]] = []
+    for item in group:
+        try:
+            one = item.service.score_live([item.intent], item.features, event_ids=[item.event_id])
+            done.append(([item], one))
+        except Exception as e:
+            done.append(([item], e))
+    return done
+
+
+def _has_remote(service: ScoringService) -> bool:
+    """Whether the service's current snapshot has a model on a remote server."""
+    return any(b.kind in REMOTE_KINDS for b in service.snapshot.backends.values())

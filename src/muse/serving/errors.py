@@ -15,6 +15,7 @@ from muse.errors import (
     BackendError,
     ConfigError,
     FeatureError,
+    FeatureStoreError,
     IntentError,
     MuseError,
     NoRouteError,
@@ -73,6 +74,17 @@ def from_exception(exc: BaseException, *, batch: bool = False) -> HTTPError:
         return HTTPError(422, "invalid_intent", str(exc), field, exc.index if batch else None)
     if isinstance(exc, NoRouteError):
         return HTTPError(404, "no_route", str(exc), "intent", exc.index if batch else None)
+    if isinstance(exc, FeatureStoreError):
+        # The store's address and cause are for operators (metrics, logs); the client
+        # learns which features it could send instead of waiting for the store.
+        names = list(exc.features)
+        return HTTPError(
+            503,
+            "feature_store_unavailable",
+            f"feature(s) {names} are not in the request and the feature store that provides "
+            "them is unavailable; send them, or retry later",
+            f"features.{names[0]}" if names else "features",
+        )
     if isinstance(exc, BackendError):
         # Clients request intents, not models: the details (model, file, cause) are logged.
         return HTTPError(

@@ -20,6 +20,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.3, 1.0, 3.0,
 )  # fmt: skip
+#: Feature-store lookups: ~1 µs (in-process table) to a timeout (tens of ms).
+_STORE_BUCKETS = (
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+)  # fmt: skip
 _SCORE_BUCKETS = (
     0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0,
 )  # fmt: skip
@@ -78,7 +82,42 @@ class Metrics:
         self.reloads = Counter(
             "muse_config_reloads_total", "Config reloads by outcome.", ("outcome",), registry=r
         )
+        self.store_latency = Histogram(
+            "muse_feature_store_duration_seconds",
+            "Time of one feature-store lookup (all entities of a batch), by store kind.",
+            ("store",),
+            registry=r,
+            buckets=_STORE_BUCKETS,
+        )
+        self.store_errors = Counter(
+            "muse_feature_store_errors_total",
+            "Feature-store lookups that failed (timeout, unavailable, circuit_open, error) and "
+            "stored values that were unusable (invalid_value), by store kind.",
+            ("store", "reason"),
+            registry=r,
+        )
+        self.store_circuit_open = Gauge(
+            "muse_feature_store_circuit_open",
+            "1 while the feature store's circuit breaker fails lookups fast (open or probing).",
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def fetched(self, store: str, seconds: float) -> None:
+        """A feature-store lookup answered (the :class:`~muse.featurestore.StoreObserver` side)."""
+        key = ("store", store)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.store_latency.labels(store)
+        child.observe(seconds)
+
+    def failed(self, store: str, reason: str) -> None:
+        """A feature-store lookup failed, or a stored value was unusable."""
+        self.store_errors.labels(store, reason).inc()
+
+    def watch_circuit(self, read: Callable[[], bool]) -> None:
+        """Report ``read()`` (is the store's circuit open?) at every scrape."""
+        self.store_circuit_open.set_function(lambda: 1.0 if read() else 0.0)
 
     def watch_lake(self, read: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_LakeCollector(read))
