@@ -95,6 +95,13 @@ class ServerConfig(_Strict):
         64, ge=0, description="Synthetic events scored per predictor before turning ready."
     )
     watch_config: bool = Field(False, description="Reload when the config file changes.")
+    request_budget_ms: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Latency budget of a scoring request: calls to remote (kserve-v2) models "
+        "get at most what remains of it (None: each model's own timeout_ms only).",
+    )
     remote_ready_timeout_s: float = Field(
         60.0,
         gt=0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -22,6 +23,7 @@ from muse.types import FeatureMatrix, ScoreArray
 __all__ = [
     "BACKEND_KINDS",
     "REMOTE_KINDS",
+    "REQUEST_DEADLINE",
     "ModelBackend",
     "ModelSpec",
     "describe_exception",
@@ -31,6 +33,12 @@ __all__ = [
     "remote_digest",
     "resolve_feature_names",
 ]
+
+#: The absolute deadline (``time.perf_counter()`` seconds) of the request being scored, set
+#: by the HTTP layer around a scoring call: a remote call gets at most what remains of the
+#: request's latency budget, so a slow model server cannot hold a request past its budget.
+#: ``None`` (the default, e.g. offline tools): each model's own ``timeout_ms`` only.
+REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("muse_request_deadline", default=None)
 
 #: Backend kinds that run in this process.
 BACKEND_KINDS: tuple[str, ...] = ("lightgbm", "onnx", "xgboost")

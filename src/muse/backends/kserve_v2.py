@@ -11,7 +11,9 @@ Failure handling, in the order a call meets it:
   ``breaker_failures`` consecutive failures, calls fail at once — a dead server costs
   microseconds, not a timeout per event — and after ``breaker_reset_s`` one probe call is
   let through; its success closes the breaker, so recovery needs no reload;
-* a **deadline** per call (``timeout_ms``), spanning its retries;
+* a **deadline** per call: ``timeout_ms``, cut to what remains of the request's latency
+  budget (``server.request_budget_ms``, see :data:`~muse.backends.base.REQUEST_DEADLINE`),
+  spanning its retries;
 * **retries** on connection errors only (refused, reset: nothing reached the model), at
   most ``retries``; a timeout or a server error is not retried (the server may be
   overloaded, and a retry would double its load).
@@ -33,7 +35,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 
-from muse.backends.base import ModelSpec, remote_digest
+from muse.backends.base import REQUEST_DEADLINE, ModelSpec, remote_digest
 from muse.backends.v2_codec import (
     DATATYPES,
     HEADER_LENGTH,
@@ -261,13 +263,24 @@ class KServeV2Backend:
                 f"{s.breaker_reset_s:g} s",
                 model=s.model,
             )
-        deadline = time.monotonic() + s.timeout_ms / 1e3
+        now = time.perf_counter()
+        deadline = now + s.timeout_ms / 1e3
+        budget = REQUEST_DEADLINE.get()
+        if budget is not None and budget < deadline:
+            deadline = budget
+            if deadline <= now:
+                # The request's budget is spent before the call: not the server's fault,
+                # so the breaker is not told.
+                raise BackendError(
+                    f"{self.describe()} not called: the request's latency budget is spent",
+                    model=s.model,
+                )
         attempts = 1 + s.retries
         last: str = "no attempt"
         for attempt in range(attempts):
-            remaining = deadline - time.monotonic()
+            remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                last = f"deadline of {s.timeout_ms:g} ms passed"
+                last = f"deadline passed ({s.timeout_ms:g} ms per call, or the request's budget)"
                 break
             try:
                 self.calls += 1

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from muse.backends.base import REMOTE_KINDS
+from muse.backends.base import REMOTE_KINDS, REQUEST_DEADLINE
 from muse.backends.pool import ModelPool
 from muse.config import load_config
 from muse.errors import BackendError, ConfigError, MuseError
@@ -225,6 +225,10 @@ class MuseApp:
             else:
                 table = FeatureTable.from_rows([e.features for e in events])
                 if len(events) > _INLINE_EVENTS or _remote(service):
+                    budget = limits.request_budget_ms
+                    if budget is not None:
+                        # to_thread copies the context: the worker sees the deadline.
+                        REQUEST_DEADLINE.set(started + budget / 1e3)
                     outcome = await asyncio.to_thread(
                         service.score_live, intents, table, event_ids=event_ids
                     )

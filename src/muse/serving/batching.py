@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from muse.backends.base import REMOTE_KINDS
+from muse.backends.base import REMOTE_KINDS, REQUEST_DEADLINE
 from muse.features.table import FeatureTable
 from muse.service import LiveOutcome, ScoreResult, ScoringService
 
@@ -97,8 +97,15 @@ class MicroBatcher:
             loop = asyncio.get_running_loop()
             self.in_flight += 1
 
+            budget = service.snapshot.config.spec.server.request_budget_ms
+            deadline = None if budget is None else min(g.started for g in group) + budget / 1e3
+
             def work() -> None:
-                done = _compute(group)
+                token = REQUEST_DEADLINE.set(deadline)
+                try:
+                    done = _compute(group)
+                finally:
+                    REQUEST_DEADLINE.reset(token)
                 loop.call_soon_threadsafe(self._settle, done)
 
             loop.run_in_executor(None, work)
