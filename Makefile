@@ -51,4 +51,4 @@ demo: setup
 	$(BIN)/muse demo --out demo-out --force
 
 clean:
-	rm -rf .tools $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .tools $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache
