@@ -70,7 +70,10 @@ def openapi_document() -> dict[str, Any]:
         "422": _error(
             "Missing, extra, non-numeric or non-finite features; unknown intent attributes."
         ),
-        "503": _error("Not ready, or a model is unavailable."),
+        "503": _error(
+            "Not ready, a model is unavailable (`model_unavailable`), or the feature store "
+            "that provides features the request omits is (`feature_store_unavailable`)."
+        ),
     }
     return {
         "openapi": "3.1.0",
