@@ -126,7 +126,7 @@ def test_a_dead_server_fails_fast_and_recovers_without_a_reload(
     t = time.perf_counter()
     with pytest.raises(BackendError, match="circuit breaker is open"):
         backend.predict(x)
-    assert time.perf_counter() - t < 0.001  # no network at all
+    assert time.perf_counter() - t < 0.005  # no network at all (typically ~20 µs)
     server.restart()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
