@@ -146,7 +146,13 @@ def test_same_seed_same_fit_and_seed_none_still_fits() -> None:
     x = draw(TRUE, 10_000, seed=3)
     first = fit_beta_mixture(x, TRUE.w, n_trials=2, seed=11)
     assert fit_beta_mixture(x, TRUE.w, n_trials=2, seed=11) == first
-    assert fit_beta_mixture(x, TRUE.w, n_trials=1, seed=None).jsd < 0.01
+    # Fresh entropy gives *a* valid mixture with the prior's weight; its quality is not
+    # asserted: a single trial may stop in a poor local minimum (seen: JSD 0.40), which is
+    # exactly why the fit keeps the best of several trials (tested with fixed seeds above).
+    fresh = fit_beta_mixture(x, TRUE.w, n_trials=1, seed=None)
+    assert fresh.params.w == TRUE.w
+    assert 0.0 <= fresh.jsd <= 1.0
+    assert fresh.n_samples == x.size
 
 
 def test_fits_tied_scores_from_a_small_sample() -> None:
