@@ -61,6 +61,7 @@ def test_a_new_predictor_becomes_deployable(tmp_path: Path, training: tuple[Path
     )
     assert r.exit_code == 0, r.output
     assert "default-v0" in r.output
+    assert "far from the training scores" not in r.output  # a good fit is not flagged
     art = read_artifact(d.artifact("ensemble-v1"))
     assert art.method == "beta-mixture"
     assert art.fit is not None
@@ -119,3 +120,25 @@ def test_scores_outside_0_1_are_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.exit_code == 2
     assert "[0, 1]" in r.output
+
+
+def test_a_poor_fit_is_reported(
+    tmp_path: Path, training: tuple[Path, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from muse.fitting import cold_start as module
+
+    real = module.fit_beta_mixture
+
+    def poor(*args: object, **kwargs: object) -> BetaMixture:
+        fit = real(*args, **kwargs)  # type: ignore[arg-type]
+        return BetaMixture(fit.params, jsd=0.4, loss=fit.loss, n_samples=fit.n_samples)
+
+    monkeypatch.setattr(module, "fit_beta_mixture", poor)
+    d = Deployment.copy_quickstart(tmp_path / "q")
+    path, prior = training
+    r = invoke(
+        "cold-start", str(d.config), "-p", "ensemble-v1", "--training-scores", str(path),
+        "--prior", str(prior), "--trials", "1",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "far from the training scores (JSD 0.400 > 0.02)" in r.output

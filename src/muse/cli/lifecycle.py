@@ -30,6 +30,10 @@ app.add_typer(fit_app, name="fit")
 PredictorOpt = Annotated[
     str, typer.Option("--predictor", "-p", help="Predictor (as named in the config).")
 ]
+#: Above this Jensen–Shannon divergence a cold-start fit is reported as poor. A good fit sits
+#: at the histogram's noise floor (~1e-4–1e-3 for 10^4–10^5 scores); a single Beta, the
+#: alternative the mixture exists to beat, is around 0.03–0.06.
+POOR_FIT_JSD = 0.02
 #: Alert rates at which a new map's held-out alignment is printed (the tail tenants act on).
 CHECK_ALERT_RATES = (0.1, 0.05, 0.01, 0.005, 0.001)
 
@@ -293,6 +297,14 @@ def cold_start(
         f"JSD to the training scores: {mixture.jsd:.2e}; moment loss L: {mixture.loss:.2e}",
         highlight=False,
     )
+    if mixture.jsd > POOR_FIT_JSD:
+        err.print(
+            f"[bold yellow]warning:[/] the mixture is far from the training scores (JSD "
+            f"{mixture.jsd:.3f} > {POOR_FIT_JSD}): every trial may have stopped in a poor "
+            "minimum; check the alert rates below, and retry with more --trials or another --seed",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(alert_rate_table("the default map on the training scores", qmap(scores), reference))
     out.print(
         f"[bold green]wrote[/] {escape(str(path))} — {artifact.label}, the map of every tenant "
