@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from muse.cli import app
+from tests.cli_support import invoke
 from tests.config_fixtures import QUICKSTART, SAMPLE_EVENT, Deployment
 
 CONFIG = str(QUICKSTART / "muse.yaml")  # read-only uses; tests that edit use a copy
@@ -48,14 +49,6 @@ BROKEN_PATHS = (
     "modles",
     "routing.scoringRules[0].condition.tennants",
 )
-
-
-def invoke(*args: str) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    # Every outcome is a clean exit: an escaping exception would be a traceback for users.
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 def features(**changes: Any) -> str:
@@ -299,10 +292,6 @@ def test_console_script_exit_codes(broken: Deployment) -> None:
 def test_validate_loads_the_models_and_reports_a_corrupt_one(tmp_path: Path) -> None:
     import shutil
 
-    from typer.testing import CliRunner
-
-    from muse.cli import app
-
     root = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
     for name in ("models", "transforms", "features"):
         shutil.copytree(root / name, tmp_path / name)
@@ -322,9 +311,7 @@ def test_validate_loads_the_models_and_reports_a_corrupt_one(tmp_path: Path) -> 
 
 
 def test_auth_commands_make_and_hash_keys() -> None:
-    from typer.testing import CliRunner
 
-    from muse.cli import app
     from muse.serving_config import hash_api_key
 
     made = CliRunner().invoke(app, ["auth", "new-key"])

@@ -8,23 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner, Result
 
 from muse.artifacts import read_artifact
-from muse.cli import app
 from muse.config import load_config
 from muse.errors import ConfigError
 from muse.fitting.cold_start import BetaMixture
 from muse.scorelog import LakeReader
+from tests.cli_support import invoke
 from tests.config_fixtures import Deployment
 from tests.lifecycle_fixtures import filled_lake
-
-
-def invoke(*args: str) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 @pytest.fixture(scope="module")

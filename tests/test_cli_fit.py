@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from muse.cli import app
 from muse.config import load_config
+from tests.cli_support import invoke
 from tests.config_fixtures import Deployment
 from tests.lifecycle_fixtures import filled_lake
 
@@ -31,13 +30,6 @@ def deployment(lake_deployment: Deployment, tmp_path: Path) -> Deployment:
     dest = tmp_path / "d"
     shutil.copytree(lake_deployment.root, dest)
     return Deployment(dest)
-
-
-def invoke(*args: str) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 def test_refuses_a_sample_smaller_than_eq5_asks(deployment: Deployment) -> None:

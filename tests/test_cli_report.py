@@ -11,24 +11,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from muse.artifacts import QuantileArtifact, reference_digest, write_artifact
-from muse.cli import app
 from muse.config import load_config
 from muse.scorelog import LakeReader
 from muse.transforms import QuantileMap
+from tests.cli_support import invoke
 from tests.config_fixtures import Deployment
 from tests.lifecycle_fixtures import days_after, filled_lake, write_labels
 
 THRESHOLDS = {"review": 0.25, "block": 0.42}
-
-
-def invoke(*args: str) -> Result:
-    result = CliRunner().invoke(app, list(args), terminal_width=200)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from typer.testing import CliRunner, Result
 
-from muse.cli import app
 from muse.config import load_config
 from muse.service import ScoringService
+from tests.cli_support import invoke
 from tests.config_fixtures import Deployment
 from tests.lifecycle_fixtures import quickstart_traffic
-
-
-def invoke(*args: str) -> Result:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
 
 
 def test_raw_aggregates_equal_servings_and_feed_cold_start(tmp_path: Path) -> None:

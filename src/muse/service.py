@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from muse.backends.base import ModelBackend
+from muse.backends.base import REMOTE_KINDS, ModelBackend
 from muse.backends.pool import ModelPool
 from muse.config import LoadedConfig, load_config
 from muse.errors import (
@@ -110,6 +110,9 @@ class Snapshot:
     store_features: tuple[str, ...] = field(init=False)
     #: Model → its feature names (what the feature store is asked to complete).
     model_features: Mapping[str, tuple[str, ...]] = field(init=False)
+    #: Whether a model is on a remote server: then scoring may wait on the network, and the
+    #: HTTP layer runs it off the event loop.
+    remote: bool = field(init=False)
 
     def __post_init__(self) -> None:
         used = frozenset(f for b in self.backends.values() for f in b.feature_names)
@@ -121,6 +124,9 @@ class Snapshot:
             self,
             "model_features",
             MappingProxyType({m: b.feature_names for m, b in self.backends.items()}),
+        )
+        object.__setattr__(
+            self, "remote", any(b.kind in REMOTE_KINDS for b in self.backends.values())
         )
 
     @property

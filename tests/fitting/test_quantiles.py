@@ -9,23 +9,50 @@ from hypothesis import strategies as st
 
 from muse.artifacts import QuantileArtifact, reference_digest
 from muse.fitting import required_samples
-from muse.fitting.quantiles import InsufficientSamplesError, fit_tenant_map, split_holdout
+from muse.fitting.quantiles import (
+    InsufficientSamplesError,
+    TenantFit,
+    fit_tenant_map,
+    split_holdout,
+)
 from muse.transforms import Reference
 
 REF = Reference.beta(0.8, 9.0)
 
 
+def fit(
+    raw: np.ndarray,
+    *,
+    fingerprint: str = "fp",
+    version: int = 1,
+    window: dict[str, str] | None = None,
+    alert_rate: float = 0.005,
+    rel_error: float = 0.2,
+    holdout: float = 0.2,
+    force: bool = False,
+) -> TenantFit:
+    """``fit_tenant_map`` for predictor p1, tenant bank1, reference fraud-v1."""
+    return fit_tenant_map(
+        raw,
+        REF,
+        reference_name="fraud-v1",
+        fingerprint=fingerprint,
+        predictor="p1",
+        tenant="bank1",
+        version=version,
+        window=window,
+        alert_rate=alert_rate,
+        rel_error=rel_error,
+        holdout=holdout,
+        force=force,
+    )
+
+
 def test_refuses_fewer_events_than_eq5_naming_both_counts() -> None:
     raw = np.random.default_rng(0).beta(2, 30, 10_000)
     with pytest.raises(InsufficientSamplesError) as info:
-        fit_tenant_map(
+        fit(
             raw,
-            REF,
-            reference_name="fraud-v1",
-            fingerprint="fp",
-            predictor="p1",
-            tenant="bank1",
-            version=1,
             alert_rate=0.01,
             rel_error=0.1,
             holdout=0.0,
@@ -40,14 +67,8 @@ def test_the_guard_counts_only_the_part_that_is_fitted() -> None:
     need = required_samples(0.01, 0.2)
     raw = np.random.default_rng(1).beta(2, 30, need)  # enough in total, not after holdout
     with pytest.raises(InsufficientSamplesError) as info:
-        fit_tenant_map(
+        fit(
             raw,
-            REF,
-            reference_name="r",
-            fingerprint="fp",
-            predictor="p",
-            tenant="t",
-            version=1,
             alert_rate=0.01,
             rel_error=0.2,
             holdout=0.2,
@@ -57,14 +78,8 @@ def test_the_guard_counts_only_the_part_that_is_fitted() -> None:
 
 def test_force_fits_a_small_sample() -> None:
     raw = np.random.default_rng(2).beta(2, 30, 500)
-    result = fit_tenant_map(
+    result = fit(
         raw,
-        REF,
-        reference_name="fraud-v1",
-        fingerprint="fp",
-        predictor="p1",
-        tenant="bank1",
-        version=1,
         force=True,
     )
     assert result.n_fit == 400
@@ -74,13 +89,9 @@ def test_force_fits_a_small_sample() -> None:
 
 def test_artifact_records_what_it_was_fitted_for() -> None:
     raw = np.random.default_rng(3).beta(2, 30, 60_000)
-    result = fit_tenant_map(
+    result = fit(
         raw,
-        REF,
-        reference_name="fraud-v1",
         fingerprint="fp-abc",
-        predictor="p1",
-        tenant="bank1",
         version=3,
         window={"since": "2026-11-01T00:00:00+00:00", "until": "2026-11-08T00:00:00+00:00"},
     )
@@ -101,14 +112,8 @@ def test_artifact_records_what_it_was_fitted_for() -> None:
 
 def test_holdout_scores_follow_the_reference_when_traffic_is_stable() -> None:
     raw = np.random.default_rng(4).beta(2, 30, 200_000)
-    result = fit_tenant_map(
+    result = fit(
         raw,
-        REF,
-        reference_name="fraud-v1",
-        fingerprint="fp",
-        predictor="p1",
-        tenant="bank1",
-        version=1,
     )
     held = result.holdout_scores
     assert held.size == 40_000
@@ -121,14 +126,8 @@ def test_holdout_scores_follow_the_reference_when_traffic_is_stable() -> None:
 def test_holdout_reveals_drift_at_the_end_of_the_window() -> None:
     rng = np.random.default_rng(5)
     raw = np.concatenate([rng.beta(2, 30, 160_000), rng.beta(2, 15, 40_000)])  # scores rise
-    result = fit_tenant_map(
+    result = fit(
         raw,
-        REF,
-        reference_name="fraud-v1",
-        fingerprint="fp",
-        predictor="p1",
-        tenant="bank1",
-        version=1,
     )
     threshold = float(REF.ppf(np.array([0.99]))[0])
     assert float(np.mean(result.holdout_scores > threshold)) > 0.03  # 1 % expected

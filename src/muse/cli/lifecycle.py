@@ -38,19 +38,21 @@ POOR_FIT_JSD = 0.02
 CHECK_ALERT_RATES = (0.1, 0.05, 0.01, 0.005, 0.001)
 
 
-def load_lenient(config: Path, predictor: str | None = None) -> LoadedConfig:
-    """The config, with missing or stale maps tolerated (these commands make maps)."""
+def load_lenient(config: Path, *predictors: str) -> LoadedConfig:
+    """The config, with missing or stale maps tolerated (these commands make maps); exit 2
+    naming the first of ``predictors`` the config does not define."""
     from muse.config import load_config
 
     try:
         loaded = load_config(config, require_transforms=False)
     except ConfigError as e:
         print_config_error(config, e.issues)
-    if predictor is not None and predictor not in loaded.spec.predictors:
-        fail(
-            f"no predictor {predictor!r} in {config}; predictors: "
-            + ", ".join(sorted(loaded.spec.predictors))
-        )
+    for predictor in predictors:
+        if predictor not in loaded.spec.predictors:
+            fail(
+                f"no predictor {predictor!r} in {config}; predictors: "
+                + ", ".join(sorted(loaded.spec.predictors))
+            )
     return loaded
 
 

@@ -110,7 +110,7 @@ def alignment(
         fail(f"--role must be live, shadow or any, got {role!r}")
     if bins < 1:
         fail(f"--bins must be >= 1, got {bins}")
-    loaded = load_lenient(config)
+    loaded = load_lenient(config, *(item.partition("@")[0] for item in predictor))
     window = _window(since, until)
     series = {}
     references = set()
@@ -118,11 +118,6 @@ def alignment(
         with _open(loaded, config, lake, None) as reader:
             for item in predictor:
                 name, _, version = item.partition("@")
-                if name not in loaded.spec.predictors:
-                    fail(
-                        f"no predictor {name!r} in {config}; predictors: "
-                        + ", ".join(sorted(loaded.spec.predictors))
-                    )
                 ref_name = loaded.spec.predictors[name].reference
                 references.add(ref_name)
                 reference = loaded.references[ref_name]
@@ -190,9 +185,9 @@ def calibration(
             table = reader.scores(predictor, tenant, window=window, with_labels=True)
         if table.num_rows == 0:
             fail(f"no labelled rows of {predictor!r} for tenant {tenant!r} in that window")
-        experts = table.column("experts").to_pylist()
+        experts = [dict(row) for row in table.column("experts").to_pylist()]
         names = [e.model for e in spec.experts]
-        outputs = {n: np.array([dict(row)[n] for row in experts], dtype=np.float64) for n in names}
+        outputs = {n: np.array([row[n] for row in experts], dtype=np.float64) for n in names}
         y = table.column("label").to_numpy()
         rows = calibration_table(
             outputs,
@@ -246,8 +241,7 @@ def compare(
     from muse.evaluation.compare import assign_actions, compare_predictors
     from muse.evaluation.render import Report, comparison_table, plot_alignment
 
-    loaded = load_lenient(config, live)
-    load_lenient(config, candidate)  # same file; checks the name
+    loaded = load_lenient(config, live, candidate)
     refs = {loaded.spec.predictors[p].reference for p in (live, candidate)}
     if len(refs) > 1:
         fail(f"{live} and {candidate} target different references {sorted(refs)}: not comparable")

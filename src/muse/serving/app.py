@@ -224,7 +224,7 @@ class MuseApp:
                 ]
             else:
                 table = FeatureTable.from_rows([e.features for e in events])
-                if len(events) > _INLINE_EVENTS or _remote(service):
+                if len(events) > _INLINE_EVENTS or service.snapshot.remote:
                     budget = limits.request_budget_ms
                     if budget is not None:
                         # to_thread copies the context: the worker sees the deadline.
@@ -453,11 +453,6 @@ def check_remote(snapshot: Snapshot, timeout_s: float) -> None:
                 "(GET <url>/v2/health/ready)"
             )
         time.sleep(0.2)
-
-
-def _remote(service: ScoringService) -> bool:
-    """Whether scoring may wait on a model server (then it runs off the event loop)."""
-    return any(b.kind in REMOTE_KINDS for b in service.snapshot.backends.values())
 
 
 def check_store(snapshot: Snapshot) -> None:

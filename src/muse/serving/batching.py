@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from muse.backends.base import REMOTE_KINDS, REQUEST_DEADLINE
+from muse.backends.base import REQUEST_DEADLINE
 from muse.features.table import FeatureTable
 from muse.service import LiveOutcome, ScoreResult, ScoringService
 
@@ -91,7 +91,7 @@ class MicroBatcher:
 
     def _score(self, group: list[_Pending]) -> None:
         service = group[0].service
-        if _has_remote(service):
+        if service.snapshot.remote:
             # Remote experts wait on the network: score in a worker thread so the event
             # loop keeps taking requests (and batching them) meanwhile.
             loop = asyncio.get_running_loop()
@@ -156,8 +156,3 @@ def _compute(group: list[_Pending]) -> list[tuple[list[_Pending], LiveOutcome | 
         except Exception as e:
             done.append(([item], e))
     return done
-
-
-def _has_remote(service: ScoringService) -> bool:
-    """Whether the service's current snapshot has a model on a remote server."""
-    return any(b.kind in REMOTE_KINDS for b in service.snapshot.backends.values())
