@@ -324,3 +324,37 @@ def test_no_shadow_rule_means_no_deferred_work(service: ScoringService) -> None:
     outcome = service.score_live([{"tenant": "bank1"}], [SAMPLE])
     assert outcome.deferred is None
     assert outcome.results[0].live.predictor == "ensemble-v1"
+
+
+def test_deferred_shadows_say_whether_they_run_models(
+    tmp_path: Path, counted: tuple[ScoringService, CountingPool]
+) -> None:
+    # The quickstart's bank2 shadow (the ensemble) needs m2 and m3, which its live
+    # single-v1 did not run: that work calls models.
+    heavy = counted[0].score_live([{"tenant": "bank2"}], [SAMPLE]).deferred
+    assert heavy is not None
+    assert heavy.runs_models
+
+    # A single-v1 shadow for bank1 (live: the ensemble, which ran m1) only transforms m1's
+    # output, and its results are those of the all-at-once scoring.
+    config = _copy_quickstart(tmp_path)
+    config.write_text(
+        config.read_text().replace(
+            "  shadowRules:\n",
+            "  shadowRules:\n"
+            "    - condition: {tenants: [bank1]}\n"
+            "      targetPredictorNames: [single-v1]\n",
+        )
+    )
+    pool = CountingPool()
+    service = ScoringService(build_snapshot(load_config(config), pool), pool)
+    intents = [{"tenant": "bank1"}, {"tenant": "bank1"}]
+    outcome = service.score_live(intents, [SAMPLE, SAMPLE])
+    light = outcome.deferred
+    assert light is not None
+    assert not light.runs_models
+    rows = {k: w.rows for k, w in pool.wrapped.items()}
+    full = light.run()
+    assert {k: w.rows for k, w in pool.wrapped.items()} == rows  # no model ran
+    assert full == service.score_batch(intents, [SAMPLE, SAMPLE])
+    assert [s.predictor for r in full for s in r.shadows] == ["single-v1", "single-v1"]

@@ -376,6 +376,7 @@ class DeferredShadows:
         "_plan",
         "_snap",
         "_table",
+        "_todo",
     )
 
     def __init__(
@@ -396,6 +397,18 @@ class DeferredShadows:
         self._event_ids = event_ids
         self._enrichment = enrichment
         self._failed: dict[str, str] = {}
+        self._todo = _shadow_todo(plan)
+
+    @property
+    def runs_models(self) -> bool:
+        """Whether :meth:`run` calls a model (or the feature store).
+
+        False when the live pass already ran every model the shadows use (a shadow
+        ensemble's member, a re-mapped live model): the shadows are then transforms of
+        outputs in memory, microseconds of numpy that cannot hang, which the service runs
+        on the event loop instead of handing them to the shadow thread.
+        """
+        return bool(self._todo)
 
     @property
     def predictors(self) -> tuple[str, ...]:
@@ -408,21 +421,7 @@ class DeferredShadows:
 
     def run(self) -> list[ScoreResult]:
         """Score the shadows; return every event's full result (live and shadows)."""
-        plan = self._plan
-        todo: dict[str, np.ndarray] = {}
-        for model, idx in plan.model_events().items():
-            done = plan.live_model_events.get(model)
-            if done is None:
-                rest = idx
-            elif done.size == idx.size:
-                continue  # the live predictors already ran it on every event that needs it
-            else:
-                # A mask rather than np.setdiff1d, which sorts: ~10x cheaper on small batches.
-                pending = np.ones(plan.n, dtype=bool)
-                pending[done] = False
-                rest = idx[pending[idx]]
-            if rest.size:
-                todo[model] = rest
+        plan, todo = self._plan, self._todo
         try:
             holes: _Holes = {}
             snap, table, enr = self._snap, self._table, self._enrichment
@@ -440,6 +439,25 @@ class DeferredShadows:
             }
             shadow = _Scored({}, errors)
         return plan.results(self._snap, self._live, shadow, self._event_ids)
+
+
+def _shadow_todo(plan: _Plan) -> dict[str, np.ndarray]:
+    """Model → the events only shadows need it on (the live pass did not run it there)."""
+    todo: dict[str, np.ndarray] = {}
+    for model, idx in plan.model_events().items():
+        done = plan.live_model_events.get(model)
+        if done is None:
+            rest = idx
+        elif done.size == idx.size:
+            continue  # the live predictors already ran it on every event that needs it
+        else:
+            # A mask rather than np.setdiff1d, which sorts: ~10x cheaper on small batches.
+            pending = np.ones(plan.n, dtype=bool)
+            pending[done] = False
+            rest = idx[pending[idx]]
+        if rest.size:
+            todo[model] = rest
+    return todo
 
 
 #: Model → (events it could not score, why): shadow events whose store features are missing.

@@ -89,7 +89,10 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
     max_batch_events: int = Field(10_000, ge=1, description="Events per batch request at most.")
     shadow_queue: int = Field(
-        1_000, ge=1, description="Batches of shadow work waiting at most; more are shed (counted)."
+        1_000,
+        ge=1,
+        description="Batches of shadow work waiting at most (in each lane: the shadow thread, "
+        "the event loop); more are shed (counted).",
     )
     warmup_events: int = Field(
         64, ge=0, description="Synthetic events scored per predictor before turning ready."

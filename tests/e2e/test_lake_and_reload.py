@@ -80,6 +80,12 @@ def test_the_lake_holds_exactly_the_acknowledged_events_after_a_graceful_stop(
     for n, bad in enumerate(rejected):
         requests.insert(60 * n + 7, bad)
 
+    with deployment.editing() as doc:
+        # A shadow that only re-maps a model the live ensemble ran: scored on the event
+        # loop rather than the shadow thread; its rows must be in the lake all the same.
+        doc["routing"]["shadowRules"].append(
+            {"condition": {"tenants": ["bank1"]}, "targetPredictorNames": ["single-v1"]}
+        )
     server = start_muse(deployment)
     acknowledged: dict[str, tuple[str, float]] = {}  # event id → (tenant, score)
     statuses: Counter[int] = Counter()
@@ -141,10 +147,12 @@ def test_the_lake_holds_exactly_the_acknowledged_events_after_a_graceful_stop(
         assert started <= r["timestamp"] <= datetime.now(UTC)
         assert r["date"] == r["timestamp"].date().isoformat()
 
-    # One shadow row per (event, shadow predictor): ensemble-v1 for bank2 and fintech3.
+    # One shadow row per (event, shadow predictor): ensemble-v1 for bank2 and fintech3,
+    # single-v1 for bank1.
     want_shadows = {(i, s.predictor): s for i, res in expected.items() for s in res.shadows}
     assert {(i, p) for (i, p) in want_shadows} == {
-        (i, "ensemble-v1") for i, (t, _) in acknowledged.items() if t in ("bank2", "fintech3")
+        (i, "ensemble-v1" if t in ("bank2", "fintech3") else "single-v1")
+        for i, (t, _) in acknowledged.items()
     }
     assert Counter((r["event_id"], r["predictor"]) for r in shadow) == Counter(set(want_shadows))
     for r in shadow:

@@ -8,6 +8,7 @@ import muse.scorelog
 def test_public_names_are_pinned() -> None:
     assert sorted(muse.scorelog.__all__) == [
         "LAKE_SCHEMA",
+        "LakeColumns",
         "LakeError",
         "LakeReader",
         "LakeRow",

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from muse.scorelog import LAKE_SCHEMA, LakeRow, rows_to_table
+from muse.scorelog import LAKE_SCHEMA, LakeColumns, LakeRow, rows_to_table
+from muse.scorelog.record import micros
 from tests.scorelog.rows import exact_all, make_row, make_rows
 
 
@@ -77,3 +78,39 @@ def test_no_rows_give_an_empty_table_with_the_schema() -> None:
 def test_a_value_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(ValueError, match=r"column 'score' \(double\): .*'high'"):
         rows_to_table([make_row(0)._replace(score="high")])  # type: ignore[arg-type]
+
+
+def test_columns_take_microseconds_since_the_epoch_in_utc() -> None:
+    columns = LakeColumns()
+    at = datetime(2026, 11, 22, 21, 30, 0, 123456, tzinfo=UTC)
+    row = make_row(0, timestamp=at)
+    columns.add(
+        row.event_id,
+        micros(at),
+        row.tenant,
+        row.intent,
+        row.predictor,
+        row.role,
+        row.fingerprint,
+        row.tq_version,
+        row.raw,
+        row.score,
+        row.experts,
+        row.latency_ms,
+        row.config_version,
+    )
+
+    assert micros(at) == 1_795_383_000_123_456  # calendar.timegm of that moment, in µs
+    assert micros(at.replace(tzinfo=None)) == micros(at)
+    assert columns.to_table().equals(rows_to_table([row]))
+
+
+def test_a_row_whose_maps_are_not_mappings_is_refused_whole() -> None:
+    columns = LakeColumns()
+    good = make_row(0)
+
+    with pytest.raises(TypeError, match=r"column 'experts': expected a mapping, got NoneType"):
+        columns.add_rows([good, good._replace(experts=None)])  # type: ignore[arg-type]
+
+    assert len(columns) == 1
+    assert columns.to_table().equals(rows_to_table([good]))  # the columns stay aligned

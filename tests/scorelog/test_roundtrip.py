@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muse.scorelog import LakeRow, LakeWriter, rows_to_table
+from muse.scorelog import LakeColumns, LakeRow, LakeWriter, rows_to_table
 from tests.scorelog.conftest import memory_lake
 from tests.scorelog.rows import exact_all
 from tests.scorelog.strategies import lake_rows
@@ -42,3 +44,27 @@ def test_the_writer_round_trips_any_rows(rows: list[LakeRow], max_rows_per_file:
     finally:
         if lake.fs.exists(lake.root):
             lake.fs.rm(lake.root, recursive=True)
+
+
+@settings(max_examples=60)
+@given(st.lists(lake_rows, max_size=30), st.data())
+def test_columns_convert_alike_in_any_slices_and_prefixes(
+    rows: list[LakeRow], data: st.DataObject
+) -> None:
+    columns = LakeColumns()
+    columns.add_rows(rows)
+    whole = rows_to_table(rows)
+    assert len(columns) == len(rows)
+
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(rows)), max_size=4)))
+    bounds = [0, *cuts, len(rows)]
+    pieces = [columns.to_table(a, b) for a, b in itertools.pairwise(bounds)]
+    assert pa.concat_tables(pieces).equals(whole)
+
+    n = data.draw(st.integers(0, len(rows)))
+    assert columns.head(n).to_table().equals(whole.slice(0, n))
+    rest = LakeColumns()
+    rest.add_rows(rows[n:])
+    joined = columns.head(n)
+    joined.extend(rest)
+    assert joined.to_table().equals(whole)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from muse.errors import ConfigError
-from muse.scorelog import LakeWriter
+from muse.scorelog import LakeColumns, LakeWriter
 from tests.scorelog.conftest import Lake, memory_lake
 from tests.scorelog.fakes import BlockingFS, FailingFS, SlowLocalFS, SlowMemoryFS
 from tests.scorelog.rows import T0, exact_all, make_row, make_rows, wait_until
@@ -368,3 +368,32 @@ def test_concurrent_appends_are_written_exactly_once() -> None:
     assert len(ids) == 10_000
     assert set(ids) == {f"evt-{i}" for i in range(10_000)}
     assert writer.written_rows == 10_000
+
+
+# -- the service's columnar path ---------------------------------------------------------
+
+
+def test_appended_columns_are_written_like_rows(lake: Lake) -> None:
+    rows = make_rows(40) + make_rows(10, start=40, predictor="single-v1", role="shadow")
+    with LakeWriter(lake.url, max_pending_rows=45) as writer:
+        columns = LakeColumns()
+        columns.add_rows(rows)
+        assert writer.append_columns(columns) == 45  # the first 45 fit
+        assert writer.append_columns(LakeColumns()) == 0
+
+    assert writer.dropped_rows == 5
+    assert exact_all(lake.rows()) == exact_all(rows[:45])
+
+
+def test_a_malformed_row_is_lost_at_once_and_the_rest_written() -> None:
+    lake = memory_lake()
+    rows = make_rows(4)
+    rows[2] = rows[2]._replace(intent=None)  # type: ignore[arg-type]
+    with LakeWriter(lake.url) as writer:
+        assert writer.append(rows) == 4
+        assert writer.lost_rows == 1
+        assert writer.flush(timeout=2)
+        assert writer.append(make_rows(2, start=10)) == 2
+
+    assert (writer.written_rows, writer.lost_rows, writer.pending_rows) == (5, 1, 0)
+    assert {r.event_id for r in lake.rows()} == {"evt-0", "evt-1", "evt-3", "evt-10", "evt-11"}

@@ -6,11 +6,12 @@ folder layout are a contract; see :mod:`muse.scorelog.record` and :mod:`muse.sco
 """
 
 from muse.scorelog.reader import LakeError, LakeReader, Window
-from muse.scorelog.record import LAKE_SCHEMA, LakeRow, rows_to_table
+from muse.scorelog.record import LAKE_SCHEMA, LakeColumns, LakeRow, rows_to_table
 from muse.scorelog.writer import LakeWriter
 
 __all__ = [
     "LAKE_SCHEMA",
+    "LakeColumns",
     "LakeError",
     "LakeReader",
     "LakeRow",

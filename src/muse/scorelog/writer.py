@@ -2,9 +2,10 @@
 
 Serving must never wait for the lake, and the lake must never take serving down:
 
-* :meth:`LakeWriter.append` only extends an in-memory list under a lock. One background
-  thread turns the rows into Arrow tables and Parquet files, every ``flush_interval_s``
-  or as soon as ``max_rows_per_file`` rows wait, one file per (date, predictor) and flush.
+* :meth:`LakeWriter.append` and :meth:`LakeWriter.append_columns` only extend in-memory
+  column lists (:class:`~muse.scorelog.record.LakeColumns`) under a lock. One background
+  thread turns them into Arrow tables and Parquet files, every ``flush_interval_s`` or as
+  soon as ``max_rows_per_file`` rows wait, one file per (date, predictor) and flush.
 * The buffer is bounded (``max_pending_rows``, counting rows being written too): when the
   sink is slow or down the *excess is dropped and counted*, with a rate-limited warning,
   instead of growing memory until the process dies or blocking requests. Serving goes on.
@@ -17,9 +18,9 @@ Serving must never wait for the lake, and the lake must never take serving down:
   graceful shutdown loses no acknowledged row.
 * Files appear atomically under their final name (see :mod:`muse.scorelog.layout`).
 
-The Python-object → Arrow conversion holds the GIL, so it runs in slices of a few thousand
-rows: request threads wait at most about a millisecond for it at a time. Encoding and
-compression happen inside ``pyarrow.parquet.write_table``, which releases the GIL.
+The list → Arrow conversion holds the GIL, so it runs in slices of a few hundred rows:
+the event loop waits at most ~0.15 ms for it at a time. Encoding and compression happen
+inside ``pyarrow.parquet.write_table``, which releases the GIL.
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ import pyarrow.parquet as pq
 
 from muse.errors import ConfigError
 from muse.scorelog.layout import part_names, partition_dir
-from muse.scorelog.record import LakeRow, rows_to_table
+from muse.scorelog.record import LakeColumns, LakeRow
 
 __all__ = ["LakeWriter"]
 
 logger = logging.getLogger("muse.scorelog")
 
 _US_PER_DAY = 86_400_000_000
-#: Rows converted per pyarrow call: ~0.1-0.3 ms of GIL at a time (see the module docstring).
+#: Rows converted per slice: ~0.15 ms of GIL at a time (see the module docstring).
 _CONVERT_CHUNK = 256
 #: Folders known to exist are remembered to spare a makedirs per file; capped for very old processes.
 _MAX_KNOWN_DIRS = 10_000
@@ -95,7 +96,7 @@ class LakeWriter:
         self._drop_warning_interval_s = drop_warning_interval_s
 
         self._cond = threading.Condition(threading.Lock())
-        self._pending: list[LakeRow] = []
+        self._pending = LakeColumns()
         # Row sequence numbers: accepted ≥ taken (handed to the thread) ≥ finished (written or lost).
         self._accepted = 0
         self._taken = 0
@@ -201,16 +202,45 @@ class LakeWriter:
         """Queue ``rows`` for writing without blocking on I/O; returns how many were accepted.
 
         Rows beyond ``max_pending_rows`` (or any row after :meth:`close`) are dropped and
-        counted in :attr:`dropped_rows`.
+        counted in :attr:`dropped_rows`. A row whose ``intent`` or ``experts`` is not a
+        mapping is accepted and counted as lost at once, with an error logged.
         """
-        n = len(rows)
+        columns = LakeColumns()
+        unfit = 0
+        try:
+            columns.add_rows(rows)
+        except TypeError as e:
+            columns, unfit = LakeColumns(), 0
+            for row in rows:  # the slow path, only for a batch holding a malformed row
+                try:
+                    columns.add_rows((row,))
+                except TypeError:
+                    unfit += 1
+            logger.error("score lake %s: lost %d rows: %s", self.url, unfit, e)
+        return self._accept(columns, unfit)
+
+    def append_columns(self, columns: LakeColumns) -> int:
+        """Queue the rows of ``columns`` (which the writer takes over: do not reuse it);
+        otherwise as :meth:`append`. The service's path: no object per row."""
+        return self._accept(columns, 0)
+
+    def _accept(self, columns: LakeColumns, unfit: int) -> int:
+        n = len(columns) + unfit
         if not n:
             return 0
         with self._cond:
             room = 0 if self._closing else self.max_pending_rows - (self._accepted - self._finished)
             accepted = min(n, max(room, 0))
             if accepted:
-                self._pending.extend(rows if accepted == n else rows[:accepted])
+                # Rows that did not fit count as accepted and lost (appended == dropped +
+                # written + lost + pending, always).
+                lost = min(unfit, accepted)
+                self._lost_rows += lost
+                self._taken += lost
+                self._finished += lost
+                kept = accepted - lost
+                if kept:
+                    self._pending.extend(columns if kept == len(columns) else columns.head(kept))
                 self._accepted += accepted
                 if len(self._pending) >= self.max_rows_per_file:
                     self._cond.notify_all()
@@ -309,7 +339,7 @@ class LakeWriter:
                 self._finished += len(batch)
                 self._cond.notify_all()
 
-    def _next_batch(self) -> list[LakeRow] | None:
+    def _next_batch(self) -> LakeColumns | None:
         """Wait (holding the lock) until a flush is due; the rows to write, None to stop."""
         while True:
             now = self._clock()
@@ -321,7 +351,7 @@ class LakeWriter:
                 or n >= self.max_rows_per_file
                 or self._flush_target > self._taken
             ):
-                batch, self._pending = self._pending, []
+                batch, self._pending = self._pending, LakeColumns()
                 self._taken += n
                 self._last_flush = now
                 self._batch_settled = 0
@@ -332,11 +362,11 @@ class LakeWriter:
                 self._last_flush = now
             self._cond.wait(max(self._last_flush + self.flush_interval_s - now, 0.001))
 
-    def _write_batch(self, batch: list[LakeRow]) -> None:
+    def _write_batch(self, batch: LakeColumns) -> None:
         try:
             table = pa.concat_tables(
                 [
-                    rows_to_table(batch[i : i + _CONVERT_CHUNK])
+                    batch.to_table(i, i + _CONVERT_CHUNK)
                     for i in range(0, len(batch), _CONVERT_CHUNK)
                 ]
             )

@@ -1,18 +1,29 @@
 """Shadow scoring off the response path (ARCHITECTURE invariant 3).
 
-The client has its answer before any shadow runs. Deferred shadow work goes into a
-bounded queue served by one worker thread: a shadow that raises is counted, one that hangs
-or is slow only fills the queue, and a full queue sheds new work (counted per predictor)
-instead of growing memory or slowing live requests. Models release the GIL while they run,
-so the worker overlaps with the event loop.
+The client has its answer before any shadow runs. Shadow work takes one of two lanes:
+
+* **Models to run** (a shadow-only model, maybe slow, maybe remote, maybe hanging): a
+  bounded queue served by one worker thread. A shadow that raises is counted, one that
+  hangs or is slow only fills the queue, and a full queue sheds new work (counted per
+  predictor) instead of growing memory or slowing live requests.
+* **Transforms only** (every model the shadows use already ran for the live answer, as
+  for a single-model shadow of an ensemble member): a few microseconds of numpy per event
+  that cannot hang. Handing them to the thread cost more than the work — a thread wake-up
+  and a GIL hand-off per request, and on a busy core the event loop then waits for the GIL
+  behind the worker (p99 at 1,000 req/s went from ~3 ms to ~12 ms, ``benchmarks/RESULTS.md``
+  section 5). They run on the event loop instead, in a callback queued *after* the
+  responses' own callbacks, so no answer waits for them; small jobs only (the app sends
+  big batches to the thread), and bounded and shed like the thread's queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,11 +43,13 @@ class ShadowJob:
 
 
 class ShadowRunner:
-    """A bounded queue of :class:`ShadowJob` and the thread that runs them.
+    """Runs :class:`ShadowJob` s: on a worker thread, or on the event loop when light.
 
     ``on_done(job, results, seconds)`` receives every event's full result (live and
     shadows); ``on_shed(predictor, n_events)`` and ``on_failed(predictor, n_events)``
-    count what was lost. Callbacks run on the worker thread.
+    count what was lost. Callbacks run on the thread that ran the job: the worker, or
+    the event loop for light jobs (see the module docstring). Each lane holds at most
+    ``capacity`` jobs.
     """
 
     def __init__(
@@ -51,6 +64,9 @@ class ShadowRunner:
         self._on_shed = on_shed
         self._on_failed = on_failed
         self._thread: threading.Thread | None = None
+        self._capacity = capacity
+        self._light: deque[ShadowJob] = deque()
+        self._drain_scheduled = False
         self.completed = 0
 
     def start(self) -> None:
@@ -58,22 +74,52 @@ class ShadowRunner:
             self._thread = threading.Thread(target=self._loop, name="muse-shadows", daemon=True)
             self._thread.start()
 
-    def submit(self, job: ShadowJob) -> bool:
-        """Queue ``job``; False (and counted as shed) when the queue is full."""
+    def submit(self, job: ShadowJob, *, light: bool = False) -> bool:
+        """Queue ``job``; False (and counted as shed) when its lane is full.
+
+        ``light`` (transforms only, see the module docstring): run it on the calling
+        thread's event loop, after the callbacks already queued there. Without a running
+        loop it goes to the worker thread like any job.
+        """
+        if light:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                light = False
+            else:
+                if len(self._light) >= self._capacity:
+                    self._shed(job)
+                    return False
+                self._light.append(job)
+                if not self._drain_scheduled:
+                    self._drain_scheduled = True
+                    loop.call_soon(self.drain_light)
+                return True
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            for predictor in job.work.predictors:
-                self._on_shed(predictor, job.work.n_events)
+            self._shed(job)
             return False
         return True
 
+    def _shed(self, job: ShadowJob) -> None:
+        for predictor in job.work.predictors:
+            self._on_shed(predictor, job.work.n_events)
+
+    def drain_light(self) -> None:
+        """Run every queued light job now, on this thread."""
+        self._drain_scheduled = False
+        while self._light:
+            self._run(self._light.popleft())
+
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Jobs queued and not started, both lanes."""
+        return self._queue.qsize() + len(self._light)
 
     def stop(self, timeout: float) -> bool:
         """Run what is queued (up to ``timeout``), then stop; True if everything ran."""
+        self.drain_light()
         if self._thread is None:
             return True
         deadline = time.monotonic() + timeout
@@ -96,23 +142,26 @@ class ShadowRunner:
             job = self._queue.get()
             if job is None:
                 return
-            started = time.perf_counter()
-            try:
-                results = job.work.run()
-            except Exception:  # run() never raises by contract; never let the thread die
-                log.exception("shadow job failed")
-                for predictor in job.work.predictors:
-                    self._on_failed(predictor, job.work.n_events)
-                continue
-            elapsed = time.perf_counter() - started
-            failed: dict[str, int] = {}
-            for result in results:
-                for predictor in result.shadow_errors:
-                    failed[predictor] = failed.get(predictor, 0) + 1
-            for predictor, n in failed.items():
-                self._on_failed(predictor, n)
-            try:
-                self._on_done(job, results, elapsed)
-            except Exception:
-                log.exception("recording shadow results failed")
-            self.completed += 1
+            self._run(job)
+
+    def _run(self, job: ShadowJob) -> None:
+        started = time.perf_counter()
+        try:
+            results = job.work.run()
+        except Exception:  # run() never raises by contract; never let the thread die
+            log.exception("shadow job failed")
+            for predictor in job.work.predictors:
+                self._on_failed(predictor, job.work.n_events)
+            return
+        elapsed = time.perf_counter() - started
+        failed: dict[str, int] = {}
+        for result in results:
+            for predictor in result.shadow_errors:
+                failed[predictor] = failed.get(predictor, 0) + 1
+        for predictor, n in failed.items():
+            self._on_failed(predictor, n)
+        try:
+            self._on_done(job, results, elapsed)
+        except Exception:
+            log.exception("recording shadow results failed")
+        self.completed += 1
