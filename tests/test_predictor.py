@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from muse.errors import BackendError, FeatureError
@@ -194,6 +194,52 @@ def test_feature_table_from_rows_requires_the_same_features_per_event() -> None:
     t = FeatureTable.from_rows([{"a": 1, "b": 2.5}, {"a": 3, "b": 4.5}])
     assert t.n_events == 2
     assert t.matrix(("b", "a")).tolist() == [[2.5, 1.0], [4.5, 3.0]]
+
+
+finite_or_int = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**70), 2**70)
+)
+
+
+@settings(max_examples=80)
+@given(
+    st.integers(1, 6).flatmap(
+        lambda k: st.lists(
+            st.fixed_dictionaries({f"f{j}": finite_or_int for j in range(k)}),
+            min_size=1,
+            max_size=20,
+        )
+    )
+)
+def test_from_rows_fast_path_equals_the_column_checks(rows: list[dict[str, float]]) -> None:
+    names = list(rows[0])
+    fast = FeatureTable.from_rows(rows)
+    slow = FeatureTable({n: [r[n] for r in rows] for n in names})
+    assert fast.n_events == slow.n_events == len(rows)
+    assert list(fast) == names
+    for n in names:
+        assert fast[n].dtype == np.float64
+        assert fast[n].tolist() == slow[n].tolist()
+    assert fast.matrix(names[::-1]).tolist() == slow.matrix(names[::-1]).tolist()
+    floats = [{k: float(v) for k, v in r.items()} for r in rows]
+    checked = FeatureTable.from_rows(floats, checked=True)
+    assert checked.matrix(names).tolist() == slow.matrix(names).tolist()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 10**400, True, "1.5", None, [1.0]])
+@pytest.mark.parametrize("where", [0, 2])
+def test_from_rows_names_the_bad_value_whichever_event_holds_it(bad: object, where: int) -> None:
+    rows: list[dict[str, object]] = [{"a": 1.0, "b": 2} for _ in range(3)]
+    rows[where]["b"] = bad
+    with pytest.raises(FeatureError) as info:
+        FeatureTable.from_rows(rows)
+    assert (info.value.feature, info.value.index) == ("b", where)
+
+
+def test_from_rows_names_a_missing_or_extra_feature() -> None:
+    with pytest.raises(FeatureError, match="missing \\['b'\\], extra \\['c'\\]") as info:
+        FeatureTable.from_rows([{"a": 1.0, "b": 2.0}, {"a": 1.0, "c": 2.0}], checked=True)
+    assert (info.value.feature, info.value.index) == ("b", 1)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from muse.errors import BackendError, FeatureError, IntentError, NoRouteError
+from muse.features import FeatureTable
 from muse.serving.errors import HTTPError, error_body, from_exception
 from muse.serving.wire import decode_score_request, encode_scores
 
@@ -54,6 +55,23 @@ def test_bad_bodies_name_the_problem(
         decode_score_request(body, 2)
     err = info.value
     assert (err.status, err.code, err.field, err.index) == (status, code, field, index)
+
+
+def test_plain_numbers_are_checked_while_parsing_and_anything_else_left_to_the_core() -> None:
+    one = decode_score_request(ONE, 10)
+    assert one.checked
+    assert one.events[0].features == {"a": 1.5, "b": 2.0}
+    assert all(type(v) is float for v in one.events[0].features.values())
+    # Values msgspec refuses as floats reach the scoring core as sent, for it to name them.
+    for value in (b"true", b'"1.5"', b"null", b"1" + b"0" * 400, b"[1]"):
+        body = ONE.replace(b'"b": 2', b'"b": ' + value)
+        parsed = decode_score_request(body, 10)
+        assert not parsed.checked, value
+        assert parsed.events[0].features["a"] == 1.5
+        with pytest.raises(FeatureError, match="'b'"):
+            FeatureTable.from_row(parsed.events[0].features, checked=parsed.checked)
+    batch = decode_score_request(b'{"events": [' + ONE + b", " + ONE + b"]}", 10)
+    assert batch.checked
 
 
 def test_nan_and_infinity_reach_the_feature_checks() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -51,11 +53,23 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         self._matrices: dict[tuple[str, ...], FeatureMatrix] = {}
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> FeatureTable:
-        """One mapping of feature → value per event; every event must have the same features."""
+    def from_rows(cls, rows: Sequence[Mapping[str, Any]], *, checked: bool = False) -> FeatureTable:
+        """One mapping of feature → value per event; every event must have the same features.
+
+        ``checked``: every value is known to be a finite ``float`` (a typed JSON decoder
+        produced them), so only the feature names are compared.
+        """
         if not rows:
             return cls({})
         names = list(rows[0])
+        fast = _plain_matrix(names, rows, checked)
+        if fast is not None:
+            table = cls.__new__(cls)
+            table._columns = dict(zip(names, fast, strict=True))
+            table._n = len(rows)
+            table._matrices = {}
+            return table
+        # Something to report (or exotic number types): the slow checks find and name it.
         expected = set(names)
         for i, row in enumerate(rows):
             if set(row) != expected:
@@ -70,15 +84,16 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         return cls({name: [row[name] for row in rows] for name in names})
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> FeatureTable:
+    def from_row(cls, row: Mapping[str, Any], *, checked: bool = False) -> FeatureTable:
         """A single event's features (the single-event request path).
 
         Checked with plain-float arithmetic and stored as views of one array: building one
-        numpy column per feature cost more than running a small model.
+        numpy column per feature cost more than running a small model. ``checked``: as
+        for :meth:`from_rows`, the values are known finite floats.
         """
         names = list(row)
         values = list(row.values())
-        for name, v in zip(names, values, strict=True):
+        for name, v in zip(names, () if checked else values, strict=False):
             if not isinstance(name, str):
                 raise FeatureError(f"feature names must be strings, got {name!r}")
             if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
@@ -223,6 +238,40 @@ def _column(name: str, values: Any) -> npt.NDArray[np.float64]:
             index=i,
         )
     return col
+
+
+_PLAIN = frozenset((float, int))
+
+
+def _plain_matrix(
+    names: list[str], rows: Sequence[Mapping[str, Any]], checked: bool
+) -> npt.NDArray[np.float64] | None:
+    """The rows' features as a ``(len(names), n_events)`` array, one row per feature, when
+    every row has exactly ``names``, every name is a string and every value a finite
+    ``float`` or ``int`` (not ``bool``); else None, for the slow checks to name the culprit.
+
+    Why: per-value checks in Python cost ~4 µs an event at 10 features, a fifth of a batch
+    request's CPU; here they are a few C-level passes (``map``, ``set``, ``np.fromiter``).
+    """
+    k, n = len(names), len(rows)
+    if not k or not all(type(name) is str for name in names):
+        return None
+    if set(map(len, rows)) != {k}:
+        return None
+    pick = itemgetter(*names) if k > 1 else lambda r: (r[names[0]],)
+    try:
+        values = list(map(pick, rows))
+    except KeyError:
+        return None
+    if not checked and not set(map(type, chain.from_iterable(values))) <= _PLAIN:
+        return None
+    try:
+        flat = np.fromiter(chain.from_iterable(values), dtype=np.float64, count=n * k)
+    except OverflowError:  # an int beyond float range
+        return None
+    if not checked and not np.isfinite(flat).all():
+        return None
+    return np.ascontiguousarray(flat.reshape(n, k).T)
 
 
 def _fits_float(value: object) -> bool:

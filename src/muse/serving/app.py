@@ -219,14 +219,16 @@ class MuseApp:
             event_ids = [e.event_id for e in events]
             if not request.batch:
                 # Checked here, once, so a bad event fails alone before it joins a micro-batch.
-                row = FeatureTable.from_row(events[0].features)
+                row = FeatureTable.from_row(events[0].features, checked=request.checked)
                 results = [
                     await self._batcher.submit(
                         service, intents[0], row, event_ids[0], started, received_at
                     )
                 ]
             else:
-                table = FeatureTable.from_rows([e.features for e in events])
+                table = FeatureTable.from_rows(
+                    [e.features for e in events], checked=request.checked
+                )
                 if len(events) > _INLINE_EVENTS or service.snapshot.remote:
                     budget = limits.request_budget_ms
                     if budget is not None:
@@ -250,9 +252,7 @@ class MuseApp:
         await _respond(send, 200, body_out, headers)
         elapsed = time.perf_counter() - started
         self.metrics.response(path, 200)
-        observe = self.metrics.observe
-        for r in results:
-            observe(r.intent["tenant"], r.live.predictor, "live", elapsed, r.live.score)
+        self.metrics.observe_live(results, elapsed)
 
     def _record_scored(
         self, outcome: LiveOutcome, started: list[float], received_at: list[float]
@@ -276,10 +276,7 @@ class MuseApp:
             self.shadows.submit(ShadowJob(work, min(received_at)), light=light)
 
     def _record_shadows(self, job: ShadowJob, results: list[ScoreResult], seconds: float) -> None:
-        observe = self.metrics.observe
-        for r in results:
-            for s in r.shadows:
-                observe(r.intent["tenant"], s.predictor, "shadow", seconds, s.score)
+        self.metrics.observe_shadows(results, seconds)
         if self.lake is not None:
             columns = LakeColumns()
             if add_shadows(columns, results, round(job.received_at * 1e6), seconds * 1e3):

@@ -1,9 +1,13 @@
 """The JSON wire format of ``POST /v1/score``, decoded and encoded with msgspec.
 
 One event ``{"event_id", "intent", "features"}`` or a batch ``{"events": [...]}``; the
-answer is ``{"event_id", "score"}`` or a list of them. Intents and features are decoded as
-plain mappings and checked by the scoring core, whose errors name the exact attribute or
-feature (msgspec's own would only say ``$.features[...]``).
+answer is ``{"event_id", "score"}`` or a list of them.
+
+Two decoders: the first types every feature value as a float, so msgspec checks them in C
+while it parses (and turns JSON integers into floats) — the usual request then needs no
+per-value check in Python (:attr:`ParsedRequest.checked`). A body it refuses is decoded
+again with plain mappings and checked by the scoring core, whose errors name the exact
+attribute or feature (msgspec's own would only say ``$.features[...]``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -36,9 +40,25 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True):
     events: list[EventIn] | None = None
 
 
-class ParsedRequest(msgspec.Struct):
-    events: list[EventIn]
+class _CheckedEvent(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: str
+    intent: dict[str, Any]
+    features: dict[str, float]
+
+
+class _CheckedBody(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: str | None = None
+    intent: dict[str, Any] | None = None
+    features: dict[str, float] | None = None
+    events: list[_CheckedEvent] | None = None
+
+
+class ParsedRequest(NamedTuple):
+    """The events of a request; ``checked``: every feature value is a finite float."""
+
+    events: Sequence[EventIn | _CheckedEvent]
     batch: bool
+    checked: bool = False
 
 
 class _ScoreOut(msgspec.Struct):
@@ -47,12 +67,17 @@ class _ScoreOut(msgspec.Struct):
 
 
 _decoder = msgspec.json.Decoder(_Body)
+_checked_decoder = msgspec.json.Decoder(_CheckedBody)
 _encoder = msgspec.json.Encoder()
 _PATH = re.compile(r"at `\$(?:\.events\[(\d+)\])?\.?([^`]*)`")
 
 
 def decode_score_request(body: bytes, max_events: int) -> ParsedRequest:
     """Parse a request body; :class:`HTTPError` 400 (malformed JSON) or 422 (wrong shape)."""
+    try:
+        return _shape(_checked_decoder.decode(body), max_events, checked=True)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        pass  # anything to report: the plain decoder and the scoring core name it
     try:
         parsed = _decoder.decode(body)
     except (RecursionError, UnicodeDecodeError) as e:
@@ -70,6 +95,11 @@ def decode_score_request(body: bytes, max_events: int) -> ParsedRequest:
             raise _shape_error(e) from None
     except msgspec.DecodeError as e:
         parsed = _lenient(body, e)
+    return _shape(parsed, max_events, checked=False)
+
+
+def _shape(parsed: _Body | _CheckedBody, max_events: int, *, checked: bool) -> ParsedRequest:
+    """One event or a batch, not both, not neither; a batch within ``max_events``."""
     if parsed.events is not None:
         if parsed.event_id is not None or parsed.intent is not None or parsed.features is not None:
             raise HTTPError(
@@ -86,7 +116,7 @@ def decode_score_request(body: bytes, max_events: int) -> ParsedRequest:
                 f"a batch may hold at most {max_events} events, got {len(parsed.events)}; split it",
                 "events",
             )
-        return ParsedRequest(parsed.events, batch=True)
+        return ParsedRequest(parsed.events, batch=True, checked=checked)
     missing = [name for name in ("event_id", "intent", "features") if getattr(parsed, name) is None]
     if missing:
         raise HTTPError(
@@ -97,7 +127,8 @@ def decode_score_request(body: bytes, max_events: int) -> ParsedRequest:
         )
     assert parsed.event_id is not None and parsed.intent is not None  # noqa: PT018
     assert parsed.features is not None
-    return ParsedRequest([EventIn(parsed.event_id, parsed.intent, parsed.features)], batch=False)
+    one = (_CheckedEvent if checked else EventIn)(parsed.event_id, parsed.intent, parsed.features)
+    return ParsedRequest([one], batch=False, checked=checked)
 
 
 def encode_scores(event_ids: Sequence[str], scores: Sequence[float], batch: bool) -> bytes:
