@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "types": 0,
     "fingerprint": 0,
     "resilience": 0,
+    "threads": 0,
     "transforms": 1,
     "routing": 1,
     "_routing_config": 1,

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from muse.errors import ConfigError
 from muse.scorelog.layout import part_names, partition_dir
 from muse.scorelog.record import LakeColumns, LakeRow
+from muse.threads import yield_to_requests
 
 __all__ = ["LakeWriter"]
 
@@ -324,6 +325,7 @@ class LakeWriter:
             self._thread.start()
 
     def _run(self) -> None:
+        yield_to_requests()
         while True:
             with self._cond:
                 batch = self._next_batch()

@@ -141,7 +141,9 @@ def _compute(group: list[_Pending]) -> list[tuple[list[_Pending], LiveOutcome | 
     try:
         outcome = service.score_live(
             [g.intent for g in group],
-            FeatureTable.concat([g.features for g in group]),
+            group[0].features
+            if len(group) == 1
+            else FeatureTable.concat([g.features for g in group]),
             event_ids=[g.event_id for g in group],
         )
         return [(group, outcome)]

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from muse.service import DeferredShadows, ScoreResult
+from muse.threads import yield_to_requests
 
 __all__ = ["ShadowJob", "ShadowRunner"]
 
@@ -138,6 +139,7 @@ class ShadowRunner:
         return done
 
     def _loop(self) -> None:
+        yield_to_requests()
         while True:
             job = self._queue.get()
             if job is None:
