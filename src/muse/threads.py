@@ -21,9 +21,9 @@ __all__ = ["BACKGROUND_NICENESS", "yield_to_requests"]
 
 log = logging.getLogger("muse.threads")
 
-#: Added to the thread's nice value: a nice-10 thread gets ~1/10 of a core that a nice-0
+#: Added to the thread's nice value: a nice-5 thread gets ~1/4 of a core that a nice-0
 #: thread also wants (Linux CFS weights), and all of an idle one.
-BACKGROUND_NICENESS = 10
+BACKGROUND_NICENESS = 5
 
 
 def yield_to_requests(niceness: int = BACKGROUND_NICENESS) -> bool:
