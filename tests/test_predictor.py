@@ -302,3 +302,36 @@ def test_concat_stacks_validated_tables_and_refuses_different_features() -> None
     assert both.matrix(("x", "y")).tolist() == [[1.0, 2.0], [3.0, 4.0]]
     with pytest.raises(FeatureError, match="different features"):
         FeatureTable.concat([a, FeatureTable.from_row({"x": 1.0})])
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.floats(-1e9, 1e9), min_size=3, max_size=3),
+            st.permutations(["a", "b", "c"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_concat_of_single_events_equals_the_columns_whatever_their_order(
+    events: list[tuple[list[float], list[str], bool]],
+) -> None:
+    tables = []
+    for values, order, as_batch in events:
+        row = {name: values["abc".index(name)] for name in order}
+        tables.append(FeatureTable.from_rows([row]) if as_batch else FeatureTable.from_row(row))
+
+    out = FeatureTable.concat(tables)
+
+    assert out.n_events == len(events)
+    for j, name in enumerate("abc"):
+        assert out[name].tolist() == [values[j] for values, _, _ in events]
+    assert out.matrix(("c", "a")).tolist() == [[v[2], v[0]] for v, _, _ in events]
+
+
+def test_concat_refuses_tables_with_different_features() -> None:
+    with pytest.raises(FeatureError, match="different features"):
+        FeatureTable.concat([FeatureTable.from_row({"a": 1.0}), FeatureTable.from_row({"b": 1.0})])
