@@ -335,3 +335,20 @@ def test_concat_of_single_events_equals_the_columns_whatever_their_order(
 def test_concat_refuses_tables_with_different_features() -> None:
     with pytest.raises(FeatureError, match="different features"):
         FeatureTable.concat([FeatureTable.from_row({"a": 1.0}), FeatureTable.from_row({"b": 1.0})])
+
+
+def test_rows_that_answer_a_default_for_a_missing_feature_still_fail_by_name() -> None:
+    from collections import Counter, defaultdict
+
+    counter = Counter({"a": 1.0, "c": 2.0})
+    with pytest.raises(FeatureError, match="missing \\['b'\\]"):
+        FeatureTable.from_rows([{"a": 1.0, "b": 2.0}, counter])
+    default: defaultdict[str, float] = defaultdict(float, {"a": 1.0, "c": 2.0})
+    with pytest.raises(FeatureError, match="missing \\['b'\\]"):
+        FeatureTable.from_rows([{"a": 1.0, "b": 2.0}, default], checked=True)
+    assert "b" not in default  # and the check did not insert it
+
+
+def test_concat_of_featureless_events_has_no_events() -> None:
+    empty = FeatureTable.from_row({})
+    assert empty.n_events == FeatureTable.concat([empty, empty]).n_events == 0

@@ -35,6 +35,7 @@ def test_the_calling_thread_gets_a_higher_nice_value_capped_at_19() -> None:
     assert after == min(19, before + 10)
     lowered, before, after = _in_thread(40)
     assert after == 19
+    assert lowered == (before < 19)
     # The rest of the process (the event loop's thread) keeps its priority.
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
 

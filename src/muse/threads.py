@@ -7,7 +7,8 @@ compression) takes half the core from the loop while it lasts, and requests queu
 it. A higher nice value for those threads lets the kernel run the loop first whenever it
 has work, and the background work in its idle time, which is what "off the request path"
 should mean. Linux schedules threads individually, so this is per thread; elsewhere it is
-a no-op.
+a no-op. Threads that a lowered thread starts inherit its nice value (on Linux), e.g. a
+helper thread an fsspec filesystem starts on its first use from the lake writer.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ BACKGROUND_NICENESS = 5
 
 
 def yield_to_requests(niceness: int = BACKGROUND_NICENESS) -> bool:
-    """Lower the *calling* thread's CPU priority by ``niceness``; True if it was lowered.
+    """Lower the *calling* thread's CPU priority by ``niceness``; True if this call
+    lowered it (False: not Linux, nothing asked, already at the lowest, or not allowed).
 
     Only raises the nice value (never needs privileges), capped at 19. Call it first
     thing in a background thread's target.
@@ -38,8 +40,9 @@ def yield_to_requests(niceness: int = BACKGROUND_NICENESS) -> bool:
     try:
         current = os.getpriority(os.PRIO_PROCESS, tid)
         target = min(19, current + niceness)
-        if target > current:
-            os.setpriority(os.PRIO_PROCESS, tid, target)
+        if target <= current:
+            return False
+        os.setpriority(os.PRIO_PROCESS, tid, target)
     except OSError as e:  # a sandbox may forbid it: the thread just keeps its priority
         log.debug("could not lower the priority of thread %s: %s", tid, e)
         return False

@@ -61,6 +61,13 @@ def test_columns_convert_alike_in_any_slices_and_prefixes(
     pieces = [columns.to_table(a, b) for a, b in itertools.pairwise(bounds)]
     assert pa.concat_tables(pieces).equals(whole)
 
+    size = data.draw(st.integers(1, 6))
+    assert [t.num_rows for t in columns.tables(size)] == [
+        min(size, len(rows) - i) for i in range(0, len(rows), size)
+    ]
+    if rows:
+        assert pa.concat_tables(list(columns.tables(size))).equals(whole)
+
     n = data.draw(st.integers(0, len(rows)))
     assert columns.head(n).to_table().equals(whole.slice(0, n))
     rest = LakeColumns()

@@ -397,3 +397,28 @@ def test_a_malformed_row_is_lost_at_once_and_the_rest_written() -> None:
 
     assert (writer.written_rows, writer.lost_rows, writer.pending_rows) == (5, 1, 0)
     assert {r.event_id for r in lake.rows()} == {"evt-0", "evt-1", "evt-3", "evt-10", "evt-11"}
+
+
+def test_flush_waits_for_good_rows_whatever_unfit_rows_arrive_meanwhile() -> None:
+    fs = BlockingFS()
+    lake = memory_lake()
+    writer = LakeWriter(lake.url, fs=fs, flush_interval_s=3600)
+    writer.start()
+    writer.append(make_rows(5))
+    assert not writer.flush(timeout=0.01)  # hands the 5 rows to the thread...
+    assert fs.waiting.wait(2)  # ...which now hangs in open()
+    writer.append(make_rows(3, start=5))  # waiting in the buffer
+    flushed: list[bool] = []
+    waiter = threading.Thread(target=lambda: flushed.append(writer.flush(timeout=5)))
+    waiter.start()
+    wait_until(lambda: writer._flush_target == 8)
+    unfit = [r._replace(experts=None) for r in make_rows(3, start=100)]  # type: ignore[arg-type]
+    assert writer.append(unfit) == 3
+
+    fs.gate.set()
+    waiter.join(10)
+    assert flushed == [True]
+    assert writer.pending_rows == 0  # the flush covered the 3 good rows, not just counts
+    assert (writer.written_rows, writer.lost_rows) == (8, 3)
+    assert writer.close(timeout=2)
+    assert len(lake.rows()) == 8

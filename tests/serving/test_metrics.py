@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -56,6 +57,15 @@ def test_bulk_and_single_observations_match_prometheus_client(
     assert set(got) == set(want)
     for name, value in want.items():
         assert math.isclose(got[name], value, rel_tol=1e-9, abs_tol=1e-6), name
+
+
+def test_nan_is_observed_nowhere_alone_or_in_a_batch() -> None:
+    h = _Histograms("h", "doc", ("tenant",), (0.5,))
+    h.observe(("a",), float("nan"))
+    h.observe_many(("a",), [0.2, float("nan"), 0.7])
+    counts, total = h.value(("a",))
+    assert counts == [1, 2]
+    assert total == pytest.approx(0.9)
 
 
 def test_repeated_observations_count_each_time() -> None:

@@ -137,3 +137,20 @@ def test_stop_runs_light_work_still_queued(service: ScoringService) -> None:
 
     asyncio.run(main())
     assert len(rec.done) == 1  # the already scheduled drain found nothing left to run
+
+
+def test_two_threads_draining_light_work_run_each_job_once(service: ScoringService) -> None:
+    rec = Recorder(capacity=200)
+    jobs = [ShadowJob(work(service, "bank1"), 0.0) for _ in range(120)]
+
+    async def main() -> None:
+        for job in jobs:
+            assert rec.runner.submit(job, light=True)
+        other = threading.Thread(target=rec.runner.drain_light)  # as stop() from a thread
+        other.start()
+        rec.runner.drain_light()
+        other.join(10)
+
+    asyncio.run(main())
+    assert len(rec.done) == len(jobs)
+    assert rec.runner.pending == 0

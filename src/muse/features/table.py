@@ -198,7 +198,11 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         out._matrices = {}
         out._row = None
         rows = [t._row for t in tables]
-        if all(r is not None for r in rows) and all(list(t._columns) == names for t in tables):
+        if (
+            names
+            and all(r is not None for r in rows)
+            and all(list(t._columns) == names for t in tables)
+        ):
             # Single events with their features in the same order (the micro-batcher's
             # case): one array built from the rows, ~4x cheaper than a concatenate per feature.
             stacked = np.ascontiguousarray(np.array(rows).T)
@@ -271,7 +275,9 @@ def _plain_matrix(
     k, n = len(names), len(rows)
     if not k or not all(type(name) is str for name in names):
         return None
-    if set(map(len, rows)) != {k}:
+    # Plain dicts only: a missing key must raise KeyError (a Counter or defaultdict would
+    # answer a default instead), and equal sizes + every name present = the same keys.
+    if set(map(type, rows)) != {dict} or set(map(len, rows)) != {k}:
         return None
     pick = itemgetter(*names) if k > 1 else lambda r: (r[names[0]],)
     try:

@@ -29,7 +29,7 @@ Readers should declare the partition types rather than infer them, see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any, NamedTuple
@@ -257,25 +257,29 @@ class LakeColumns:
         """
         stop = len(self) if stop is None else min(stop, len(self))
         start = min(start, stop)
+        return self._table(start, stop, _offsets(self.intent_counts), _offsets(self.expert_counts))
+
+    def tables(self, rows_per_table: int) -> Iterator[pa.Table]:
+        """Every row, as consecutive tables of at most ``rows_per_table`` rows (each
+        conversion holds the GIL, so the writer converts a big buffer slice by slice; the
+        map columns' offsets are computed once for all slices). Raises as :meth:`to_table`.
+        """
+        intents, experts = _offsets(self.intent_counts), _offsets(self.expert_counts)
+        for start in range(0, len(self), rows_per_table):
+            yield self._table(start, min(start + rows_per_table, len(self)), intents, experts)
+
+    def _table(self, start: int, stop: int, intents: list[int], experts: list[int]) -> pa.Table:
         sl = slice(start, stop)
         arrays = []
         for field in LAKE_SCHEMA:
             try:
                 if field.name == "intent":
                     arrays.append(
-                        _map_array(
-                            self.intent_counts, self.intent_keys, self.intent_values, sl, field.type
-                        )
+                        _map_array(intents, self.intent_keys, self.intent_values, sl, field.type)
                     )
                 elif field.name == "experts":
                     arrays.append(
-                        _map_array(
-                            self.expert_counts,
-                            self.expert_names,
-                            self.expert_scores,
-                            sl,
-                            field.type,
-                        )
+                        _map_array(experts, self.expert_names, self.expert_scores, sl, field.type)
                     )
                 elif field.name == "timestamp":
                     arrays.append(pa.array(self.timestamp_us[sl], type=pa.int64()).cast(field.type))
@@ -298,14 +302,17 @@ def micros(timestamp: datetime | None) -> int | None:
     return (timestamp - _EPOCH) // _US
 
 
+def _offsets(counts: list[int]) -> list[int]:
+    """Where each row's map entries start in the flattened lists (and, last, the end)."""
+    return list(accumulate(counts, initial=0))
+
+
 def _map_array(
-    counts: list[int], keys: list[Any], items: list[Any], rows: slice, type_: pa.DataType
+    offsets: list[int], keys: list[Any], items: list[Any], rows: slice, type_: pa.DataType
 ) -> pa.Array:
-    first = sum(counts[: rows.start])
-    offsets = list(accumulate(counts[rows], initial=first))
-    last = offsets[-1]
+    first, last = offsets[rows.start], offsets[rows.stop]
     return pa.MapArray.from_arrays(
-        pa.array([o - first for o in offsets], type=pa.int32()),
+        pa.array([o - first for o in offsets[rows.start : rows.stop + 1]], type=pa.int32()),
         pa.array(keys[first:last], type=type_.key_type),
         pa.array(items[first:last], type=type_.item_type),
         type=type_,

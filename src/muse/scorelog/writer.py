@@ -19,7 +19,7 @@ Serving must never wait for the lake, and the lake must never take serving down:
 * Files appear atomically under their final name (see :mod:`muse.scorelog.layout`).
 
 The list → Arrow conversion holds the GIL, so it runs in slices of a few hundred rows:
-the event loop waits at most ~0.15 ms for it at a time. Encoding and compression happen
+the event loop waits at most ~0.3 ms for it at a time. Encoding and compression happen
 inside ``pyarrow.parquet.write_table``, which releases the GIL.
 """
 
@@ -50,7 +50,7 @@ __all__ = ["LakeWriter"]
 logger = logging.getLogger("muse.scorelog")
 
 _US_PER_DAY = 86_400_000_000
-#: Rows converted per slice: ~0.15 ms of GIL at a time (see the module docstring).
+#: Rows converted per slice: ~0.3 ms of GIL at a time (see the module docstring).
 _CONVERT_CHUNK = 256
 #: Folders known to exist are remembered to spare a makedirs per file; capped for very old processes.
 _MAX_KNOWN_DIRS = 10_000
@@ -114,6 +114,7 @@ class LakeWriter:
         self._written_files = 0
         self._dropped_rows = 0
         self._lost_rows = 0
+        self._unfit_rows = 0  # lost at append(): not in the row sequence numbers
         self._failed_files = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -204,7 +205,8 @@ class LakeWriter:
 
         Rows beyond ``max_pending_rows`` (or any row after :meth:`close`) are dropped and
         counted in :attr:`dropped_rows`. A row whose ``intent`` or ``experts`` is not a
-        mapping is accepted and counted as lost at once, with an error logged.
+        mapping is accepted and counted as lost at once (whatever the room), with an error
+        logged.
         """
         columns = LakeColumns()
         unfit = 0
@@ -226,22 +228,18 @@ class LakeWriter:
         return self._accept(columns, 0)
 
     def _accept(self, columns: LakeColumns, unfit: int) -> int:
-        n = len(columns) + unfit
-        if not n:
+        n = len(columns)
+        if not n and not unfit:
             return 0
         with self._cond:
+            # Rows that did not fit the schema are lost at once. They never enter the row
+            # sequence numbers (_accepted ≥ _taken ≥ _finished), which must advance in
+            # order for flush() to mean "everything before this call is settled".
+            self._unfit_rows += unfit
             room = 0 if self._closing else self.max_pending_rows - (self._accepted - self._finished)
             accepted = min(n, max(room, 0))
             if accepted:
-                # Rows that did not fit count as accepted and lost (appended == dropped +
-                # written + lost + pending, always).
-                lost = min(unfit, accepted)
-                self._lost_rows += lost
-                self._taken += lost
-                self._finished += lost
-                kept = accepted - lost
-                if kept:
-                    self._pending.extend(columns if kept == len(columns) else columns.head(kept))
+                self._pending.extend(columns if accepted == n else columns.head(accepted))
                 self._accepted += accepted
                 if len(self._pending) >= self.max_rows_per_file:
                     self._cond.notify_all()
@@ -267,7 +265,7 @@ class LakeWriter:
                 reason,
                 total,
             )
-        return accepted
+        return accepted + unfit
 
     # -- counters (for metrics) --------------------------------------------------------
 
@@ -289,7 +287,7 @@ class LakeWriter:
     @property
     def lost_rows(self) -> int:
         """Rows accepted but not written: their file failed, or they did not fit the schema."""
-        return self._lost_rows
+        return self._lost_rows + self._unfit_rows
 
     @property
     def failed_files(self) -> int:
@@ -366,12 +364,7 @@ class LakeWriter:
 
     def _write_batch(self, batch: LakeColumns) -> None:
         try:
-            table = pa.concat_tables(
-                [
-                    batch.to_table(i, i + _CONVERT_CHUNK)
-                    for i in range(0, len(batch), _CONVERT_CHUNK)
-                ]
-            )
+            table = pa.concat_tables(list(batch.tables(_CONVERT_CHUNK)))
         except (TypeError, ValueError, pa.ArrowException) as e:
             logger.error(
                 "score lake %s: lost %d rows: a batch does not fit the lake schema: %s",

@@ -165,7 +165,7 @@ class MuseApp:
         self.shadows.start()
         await asyncio.to_thread(warm_up, snapshot, spec.server.warmup_events)
         self.service = ScoringService(snapshot, self.pool, self.stores)
-        freeze_heap(collect=True)
+        freeze_heap()
         self.metrics.watch_circuit(self._store_circuit_open)
         if spec.server.watch_config:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
@@ -325,7 +325,7 @@ class MuseApp:
                 raise
             service.swap(snapshot)
             self.pool.retain(snapshot.config.model_specs.values())
-            freeze_heap(collect=False)
+            freeze_heap()
             store = snapshot.config.feature_store
             self.stores.retain(None if store is None else store.source)
             self.auth = Authenticator.from_config(config.spec.auth)
@@ -415,19 +415,18 @@ class MuseApp:
         await _respond(send, err.status, error_body(err), headers)
 
 
-def freeze_heap(*, collect: bool) -> None:
-    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
+def freeze_heap() -> None:
+    """Collect, then move every object alive out of the garbage collector's reach
+    (``gc.freeze``); called once started and after each reload.
 
     Why: loaded models, configs and runtimes are ~125k long-lived objects, and a full
-    collection walks them all — ~70 ms with the GIL held, every few seconds under load
-    (the lake's buffered rows keep promoting objects to the oldest generation), which
-    alone breaks a 5 ms p99. Frozen objects are never scanned again; reference counting
-    still frees them. ``collect`` first clears startup garbage (not on reload: a full
-    collection would stall live requests; what a replaced snapshot leaves in reference
-    cycles then stays frozen, a few objects per reload).
+    collection walks them all — ~70 ms with the GIL held, every few seconds under load,
+    which alone breaks a 5 ms p99. Frozen objects are never scanned again (reference
+    counting still frees them), so later collections, the one here after a reload
+    included, walk only what was created since (~0.1 ms). What a replaced snapshot left in
+    reference cycles among frozen objects stays: measured, < 1 object per reload.
     """
-    if collect:
-        gc.collect()
+    gc.collect()
     gc.freeze()
 
 

@@ -108,10 +108,19 @@ class ShadowRunner:
             self._on_shed(predictor, job.work.n_events)
 
     def drain_light(self) -> None:
-        """Run every queued light job now, on this thread."""
+        """Run every queued light job now, on the calling thread.
+
+        The event loop calls it (scheduled by :meth:`submit`); :meth:`stop` calls it too,
+        from whichever thread stops the runner, for what is left. Each job runs once: a
+        ``deque.popleft`` is atomic, so two threads draining at once share the jobs.
+        """
         self._drain_scheduled = False
-        while self._light:
-            self._run(self._light.popleft())
+        while True:
+            try:
+                job = self._light.popleft()
+            except IndexError:
+                return
+            self._run(job)
 
     @property
     def pending(self) -> int:
