@@ -107,6 +107,19 @@ def test_single_event_path_equals_batch_path(seed: int) -> None:
         assert one.score[0] == batch.score[i]
 
 
+@given(st.integers(min_value=0, max_value=2**31 - 1), st.integers(2, 12))
+def test_small_batches_scored_event_by_event_equal_the_array_path(seed: int, n: int) -> None:
+    # Up to _SCALAR_EVENTS events take the plain-float path; 20 events take arrays.
+    p = _ensemble({"bank1": _map(1, "v1")})
+    table = _table(20, seed)
+    whole = p.score(table, "bank1")
+    head = p.score(table.take(np.arange(n)), "bank1")
+    assert head.raw.tolist() == whole.raw[:n].tolist()
+    assert head.score.tolist() == whole.score[:n].tolist()
+    assert head.score.dtype == head.raw.dtype == np.float64
+    assert all(head.experts[m].tolist() == whole.experts[m][:n].tolist() for m in p.models)
+
+
 @given(
     st.lists(st.tuples(betas, weights), min_size=2, max_size=4),
     st.lists(st.floats(0, 1), min_size=4, max_size=4),

@@ -158,10 +158,20 @@ class Predictor:
         """:meth:`score_outputs` for outputs the caller already checked (the service)."""
         raws = [outputs[m] for m in self.models]
         tmap = self.tenant_map(tenant)
-        if raws[0].shape[0] == 1:
+        n = raws[0].shape[0]
+        if n == 1:
             final, agg = self._score_one([float(r[0]) for r in raws], tmap.quantile_map)
             score = np.array([final])
             raw = np.array([agg])
+        elif n <= _SCALAR_EVENTS:
+            # Plain floats, event by event: the same IEEE operations as the array path
+            # (bit for bit), without its ~10-20 µs of fixed numpy cost per call.
+            qm = tmap.quantile_map
+            one = self._score_one
+            columns = [r.tolist() for r in raws]
+            pairs = [one(list(event), qm) for event in zip(*columns, strict=True)]
+            score = np.array([p[0] for p in pairs], dtype=np.float64)
+            raw = np.array([p[1] for p in pairs], dtype=np.float64)
         else:
             raw = self._aggregate_columns(raws)
             score = tmap.quantile_map.map_unchecked(raw)
@@ -207,6 +217,11 @@ class Predictor:
                 acc += corrected[k] * self._scalar[k][1]
             agg = min(max(acc, min(corrected)), max(corrected))
         return qm.map_one(agg), agg
+
+
+#: Up to this many events a predictor scores event by event with plain floats: measured
+#: (3 experts) 19 µs for 8 events that way against 22 µs with arrays, 38 against 23 for 16.
+_SCALAR_EVENTS = 8
 
 
 def _predict(expert: Expert, matrix: np.ndarray) -> ScoreArray:
