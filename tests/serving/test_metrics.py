@@ -26,7 +26,7 @@ def exposition(collector: object) -> list[str]:
 
 
 @settings(max_examples=100)
-@given(st.lists(st.tuples(st.sampled_from("ab"), st.lists(values, max_size=20)), max_size=8))
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.lists(values, max_size=50)), max_size=6))
 def test_bulk_and_single_observations_match_prometheus_client(
     batches: list[tuple[str, list[float]]],
 ) -> None:
