@@ -572,11 +572,22 @@ def pin_to_cpu(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free a moment ago (the kernel's choice), never the same one twice
+    in this process: servers started side by side bind late (after loading their models),
+    and the kernel may offer a port again once its probe socket is closed — then one
+    server's readiness probe would be answered by another."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh TCP port after 100 tries")
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -364,6 +364,11 @@ def wait_muse_ready(server: Server) -> None:
         loadgen.wait_http_ready(
             HOST, server.running.port, http_ready, READY_TIMEOUT_S, lambda: proc.poll() is None
         )
+        # The port must be this server's: its config version says which deployment answers.
+        version = json.loads(http_get(server, "/health/ready")).get("config_version", "")
+        want = yaml.safe_load(server.config.read_text())["version"] if server.config else ""
+        if version != want:
+            raise RuntimeError(f"{server.key}: port {server.running.port} answers {version!r}")
         server.running.children = loadgen.descendants(proc.pid)
         server.running.rss_mib = loadgen.proc_rss_mib(server.running.pids)
     except BaseException:
