@@ -41,6 +41,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_predictor.py
 	$(BIN)/python benchmarks/bench_routing.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/loop_stalls.py
+	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/bench_feature_store.py
+	$(BIN)/python benchmarks/bench_remote.py
 
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup
