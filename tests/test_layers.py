@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "serving_config": 3,
     "schema": 3,
     "service": 4,
+    "scoring": 4,
     "scorelog": 4,
     "fitting": 5,
     "evaluation": 5,
