@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/loop_stalls.py
 	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/serve_stalls.py
 	$(BIN)/python benchmarks/bench_feature_store.py
 	$(BIN)/python benchmarks/bench_remote.py
 
