@@ -68,7 +68,6 @@ class ShadowRunner:
         self._capacity = capacity
         self._light: deque[ShadowJob] = deque()
         self._drain_scheduled = False
-        self.completed = 0
 
     def start(self) -> None:
         if self._thread is None:
@@ -175,4 +174,3 @@ class ShadowRunner:
             self._on_done(job, results, elapsed)
         except Exception:
             log.exception("recording shadow results failed")
-        self.completed += 1
