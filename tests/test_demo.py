@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from muse.cli import app
+from muse.cli import app, invoke
 from muse.demo import DemoResult, OutputExistsError, run_demo
 from muse.demo.deployment import Stage, config_text
 from muse.demo.world import TENANTS, make_world
@@ -25,7 +25,9 @@ SCALE = 0.3
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
     out = tmp_path_factory.mktemp("demo") / "out"
-    return run_demo(out, seed=0, scale=SCALE, console=Console(file=io.StringIO(), width=120))
+    return run_demo(
+        out, seed=0, scale=SCALE, console=Console(file=io.StringIO(), width=120), commands=invoke
+    )
 
 
 def test_newbank_alignment_improves_on_its_own_map(demo: DemoResult) -> None:

@@ -1,4 +1,5 @@
-"""Imports flow downward only (STYLE rule 3), checked by walking every module's imports.
+"""Imports flow downward only (STYLE rule 3), checked by walking every module's imports;
+within a layer, the modules and packages import each other without cycles.
 
 The pure core — transforms, routing, predictor — must stay usable offline and free of
 serving, I/O and config code, so batch scoring and serving share one code path.
@@ -33,8 +34,12 @@ LAYERS: dict[str, int] = {
     "config": 3,
     "serving_config": 3,
     "schema": 3,
-    "service": 4,
+    "auth": 3,
+    "snapshot": 4,
     "scoring": 4,
+    "warmup": 4,
+    "deployment": 4,
+    "service": 4,
     "scorelog": 4,
     "fitting": 5,
     "evaluation": 5,
@@ -91,3 +96,66 @@ def test_imports_flow_downward(path: Path) -> None:
 def test_every_layer_exists_or_is_planned() -> None:
     present = {_top(p) for p in _modules()} - {"__init__", "cli"}
     assert present <= set(LAYERS)
+
+
+def _unit_graph() -> dict[str, set[str]]:
+    """Top-level module or package → the others it imports (anywhere: at module level,
+    in functions, under TYPE_CHECKING — a cycle hidden there is still a tangle)."""
+    graph: dict[str, set[str]] = {}
+    for path in _modules():
+        top = _top(path)
+        if top == "__init__":
+            continue
+        deps = graph.setdefault(top, set())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for name in _imports(tree, module_level_only=False):
+            parts = name.split(".")
+            if parts[0] == "muse" and len(parts) >= 2 and parts[1] != top:
+                deps.add(parts[1])
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (its units in order, the first repeated), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(unit: str) -> list[str] | None:
+        state[unit] = 1
+        path.append(unit)
+        for dep in sorted(graph.get(unit, ())):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[unit] = 2
+        return None
+
+    for unit in sorted(graph):
+        if unit not in state:
+            found = visit(unit)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles_between_modules_of_a_layer() -> None:
+    cycle = _cycle(_unit_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
+        ({"scoring": {"service"}, "service": {"scoring"}}, ["scoring", "service", "scoring"]),
+        ({"a": {"b"}, "b": {"c"}, "c": {"b"}}, ["b", "c", "b"]),
+    ],
+)
+def test_the_cycle_finder_finds_cycles(
+    graph: dict[str, set[str]], expected: list[str] | None
+) -> None:
+    assert _cycle(graph) == expected

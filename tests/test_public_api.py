@@ -89,14 +89,36 @@ PUBLIC = {
         "wilson_interval",
     ],
     "muse.errors": [
+        "AuthError",
         "BackendError",
         "ConfigError",
         "ConfigIssue",
         "FeatureError",
         "FeatureStoreError",
+        "ForbiddenError",
         "IntentError",
         "MuseError",
         "NoRouteError",
+        "UnauthenticatedError",
+    ],
+    "muse.deployment": [
+        "Deployment",
+        "Prepared",
+        "check_config",
+        "check_remote",
+        "check_store",
+        "describe",
+        "freeze_heap",
+    ],
+    "muse.auth": ["Authenticator", "Principal"],
+    "muse.warmup": [
+        "WarmUpReport",
+        "WarmUpRequest",
+        "Warmer",
+        "run_request",
+        "warm_unrouted",
+        "warm_up",
+        "warm_up_requests",
     ],
     "muse.resilience": ["CircuitBreaker"],
     "muse.featurestore": [
@@ -179,7 +201,9 @@ def test_errors_also_derive_from_the_right_builtins() -> None:
     assert issubclass(errors.IntentError, ValueError)
     assert issubclass(errors.BackendError, RuntimeError)
     assert issubclass(errors.FeatureStoreError, RuntimeError)
+    assert issubclass(errors.AuthError, PermissionError)
     for cls in (
+        errors.AuthError,
         errors.ConfigError,
         errors.NoRouteError,
         errors.FeatureError,

@@ -12,14 +12,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AuthError",
     "BackendError",
     "ConfigError",
     "ConfigIssue",
     "FeatureError",
     "FeatureStoreError",
+    "ForbiddenError",
     "IntentError",
     "MuseError",
     "NoRouteError",
+    "UnauthenticatedError",
 ]
 
 
@@ -129,3 +132,24 @@ class FeatureStoreError(MuseError, RuntimeError):
         super().__init__(message)
         self.store = store
         self.features: tuple[str, ...] = tuple(features)
+
+
+class AuthError(MuseError, PermissionError):
+    """A caller may not do what it asked: no or unknown credentials, or not its tenant's.
+
+    ``field`` and ``index`` locate the offending part of a request (``intent.tenant`` of
+    event 3), as for :class:`FeatureError`.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, index: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.index = index
+
+
+class UnauthenticatedError(AuthError):
+    """No credentials, malformed ones, or a key the deployment does not know."""
+
+
+class ForbiddenError(AuthError):
+    """Known credentials that do not allow this: another tenant's events, an admin action."""

@@ -5,8 +5,9 @@ and so which model must run on which events; :func:`run_models` runs each model 
 exactly those events (ARCHITECTURE invariant 5), completing features from the feature
 store first (:func:`enrich`); :meth:`Plan.score_groups` applies each predictor's T^C, A
 and the tenant's T^Q; :class:`DeferredShadows` holds what the shadows need to finish after
-the client has its answer. :class:`~muse.service.ScoringService` drives it over a
-:class:`~muse.service.Snapshot`; the public names are re-exported by :mod:`muse.service`.
+the client has its answer. :func:`score_batch` and :func:`score_live` drive a pass over a
+:class:`~muse.snapshot.Snapshot`: the one code path of the server, the library's
+:class:`~muse.service.ScoringService`, offline replays and the deployment's warm-up.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,15 +24,14 @@ from muse.features.table import FeatureTable
 from muse.featurestore.store import Enrichment, Need
 from muse.predictor import PredictorResult
 from muse.routing import Route
+from muse.snapshot import Snapshot
 from muse.transforms._checks import as_scores
 from muse.types import Intent, ScoreArray
-
-if TYPE_CHECKING:
-    from muse.service import Snapshot
 
 __all__ = [
     "DeferredShadows",
     "Holes",
+    "LiveOutcome",
     "Plan",
     "PredictorScore",
     "ScoreResult",
@@ -39,6 +39,8 @@ __all__ = [
     "as_table",
     "enrich",
     "run_models",
+    "score_batch",
+    "score_live",
     "shadow_todo",
 ]
 
@@ -469,3 +471,82 @@ def _per_event(res: PredictorResult, role: str) -> list[PredictorScore]:
             res.score.tolist(), res.raw.tolist(), *columns, strict=True
         )
     ]
+
+
+Features = FeatureTable | Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+
+class LiveOutcome(NamedTuple):
+    """Live results of a batch and, if any shadow rule matched, the deferred shadow work."""
+
+    results: list[ScoreResult]
+    deferred: DeferredShadows | None
+
+
+def score_batch(
+    snap: Snapshot,
+    intents: Sequence[Intent],
+    features: Features,
+    *,
+    event_ids: Sequence[str] | None = None,
+    shadows: bool = True,
+) -> list[ScoreResult]:
+    """Score many events (any mix of tenants and routes) on ``snap``, live and shadows in
+    one pass per model. A bad event rejects the whole batch with an error naming its index,
+    before anything is scored."""
+    table, plan = _prepare(snap, intents, features, event_ids, shadows)
+    outputs: dict[str, ScoreArray] = {}
+    failed: dict[str, str] = {}
+    holes: Holes = {}
+    todo = plan.model_events()
+    table, enr = enrich(snap, plan, table, todo)
+    run_models(snap, table, todo, plan.live_model_events, outputs, failed, enr, holes)
+    live = plan.score_groups(snap, "live", outputs, failed)
+    shadow = plan.score_groups(snap, "shadow", outputs, failed, holes)
+    return plan.results(snap, live, shadow, event_ids)
+
+
+def score_live(
+    snap: Snapshot,
+    intents: Sequence[Intent],
+    features: Features,
+    *,
+    event_ids: Sequence[str] | None = None,
+) -> LiveOutcome:
+    """Score only what the client waits for on ``snap``; return the shadow work for later
+    (see :meth:`muse.service.ScoringService.score_live`)."""
+    table, plan = _prepare(snap, intents, features, event_ids, True)
+    outputs: dict[str, ScoreArray] = {}
+    failed: dict[str, str] = {}
+    live_todo = plan.live_model_events
+    # One round trip fetches the shadows' extra features of the same entities too.
+    table, enr = enrich(snap, plan, table, live_todo, also=plan.model_events())
+    run_models(snap, table, live_todo, live_todo, outputs, failed, enr)
+    live = plan.score_groups(snap, "live", outputs, failed)
+    results = plan.results(snap, live, Scored({}, {}), event_ids)
+    deferred = None
+    if plan.shadow_groups:
+        deferred = DeferredShadows(snap, table, plan, outputs, live, event_ids, enr)
+    return LiveOutcome(results, deferred)
+
+
+def _prepare(
+    snap: Snapshot,
+    intents: Sequence[Intent],
+    features: Features,
+    event_ids: Sequence[str] | None,
+    shadows: bool,
+) -> tuple[FeatureTable, Plan]:
+    table = as_table(features)
+    n = len(intents)
+    if table.n_events != n and len(table) > 0:
+        raise FeatureError(f"got {n} intents but features for {table.n_events} events")
+    if event_ids is not None and len(event_ids) != n:
+        raise FeatureError(f"got {n} intents but {len(event_ids)} event ids")
+    unknown = [f for f in table if f not in snap.known_features]
+    if unknown:
+        raise FeatureError(
+            f"unknown feature(s) {sorted(unknown)}: no model of this deployment uses them",
+            feature=sorted(unknown)[0],
+        )
+    return table, Plan.build(snap, intents, shadows)

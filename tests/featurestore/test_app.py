@@ -111,8 +111,8 @@ def test_store_metrics_are_exposed() -> None:
 
 
 def test_admin_config_describes_the_store(quickstart: Deployment) -> None:
+    from muse.deployment import describe
     from muse.service import ScoringService
-    from muse.serving.app import describe
 
     snapshot = ScoringService.from_config(quickstart.config).snapshot
     doc = describe(snapshot)

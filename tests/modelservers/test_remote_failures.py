@@ -11,9 +11,9 @@ import pytest
 
 from muse.backends import ModelPool
 from muse.config import load_config
+from muse.deployment import check_remote
 from muse.errors import BackendError
 from muse.service import ScoringService, build_snapshot
-from muse.serving.app import check_remote
 from muse.testing import free_port
 from tests.e2e.support import SAMPLE
 from tests.modelservers.test_remote_e2e import remote_deployment
@@ -40,10 +40,11 @@ def test_a_shadow_on_a_dead_server_only_records_its_failure(tmp_path: Path) -> N
         doc["routing"]["shadowRules"] = [
             {"condition": {"tenants": ["bank2"]}, "targetPredictorNames": ["mixed-v1"]}
         ]
-    service = ScoringService.from_config(d.config)
-    reference = ScoringService.from_config(d.config).score(
-        {"tenant": "bank2"}, SAMPLE, shadows=False
-    )
+    # The server died after this version went live: built, not checked (from_config would
+    # refuse to start on a model server that is not ready).
+    pool = ModelPool()
+    service = ScoringService(build_snapshot(load_config(d.config), pool), pool)
+    reference = service.score({"tenant": "bank2"}, SAMPLE, shadows=False)
     for _ in range(5):  # connection refused, then the open breaker: all shadow failures
         result = service.score({"tenant": "bank2"}, SAMPLE)
         assert result.score == reference.score
@@ -51,3 +52,13 @@ def test_a_shadow_on_a_dead_server_only_records_its_failure(tmp_path: Path) -> N
         assert "m1_fp64" in result.shadow_errors["mixed-v1"]
     assert "circuit breaker is open" in result.shadow_errors["mixed-v1"]
     assert np.isfinite(result.score)
+
+
+def test_the_library_refuses_to_start_on_a_model_server_that_is_not_ready(
+    tmp_path: Path,
+) -> None:
+    d = remote_deployment(tmp_path / "d", dead_url(), remote=True)
+    with d.editing() as doc:
+        doc["server"] = {"remote_ready_timeout_s": 0.5}
+    with pytest.raises(BackendError, match=r"not ready after 0.5 s: model 'm1_fp64'"):
+        ScoringService.from_config(d.config)

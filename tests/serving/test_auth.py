@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from muse.serving.auth import Authenticator
-from muse.serving.errors import HTTPError
+from muse.auth import Authenticator
+from muse.errors import AuthError
+from muse.serving.auth import authenticate
+from muse.serving.errors import HTTPError, from_exception
 from muse.serving_config import AuthConfig, hash_api_key
 
 AUTH = Authenticator.from_config(
@@ -16,36 +18,41 @@ AUTH = Authenticator.from_config(
 )
 
 
+def _http(exc: BaseException) -> HTTPError:
+    return from_exception(exc, batch=True)
+
+
 def test_tenant_keys_resolve_to_their_tenant() -> None:
-    p = AUTH.authenticate(b"Bearer k-bank1")
+    p = authenticate(AUTH, b"Bearer k-bank1")
     assert p.tenant == "bank1"
     assert not p.admin
     AUTH.require_tenant(p, "bank1", None)
-    with pytest.raises(HTTPError) as info:
+    with pytest.raises(AuthError) as info:
         AUTH.require_tenant(p, "bank2", 4)
-    assert (info.value.status, info.value.field, info.value.index) == (403, "intent.tenant", 4)
+    err = _http(info.value)
+    assert (err.status, err.field, err.index) == (403, "intent.tenant", 4)
 
 
 @pytest.mark.parametrize("header", [None, b"", b"Bearer", b"Basic abc", b"Bearer nope"])
 def test_missing_malformed_or_unknown_keys_are_401(header: bytes | None) -> None:
-    with pytest.raises(HTTPError) as info:
-        AUTH.authenticate(header)
-    assert info.value.status == 401
+    with pytest.raises(AuthError) as info:
+        authenticate(AUTH, header)
+    assert _http(info.value).status == 401
 
 
 def test_admin_keys_administer_but_do_not_score_as_a_tenant() -> None:
-    admin = AUTH.authenticate(b"bearer k-admin")
+    admin = authenticate(AUTH, b"bearer k-admin")
     Authenticator.require_admin(admin)
-    with pytest.raises(HTTPError):
+    with pytest.raises(AuthError):
         AUTH.require_tenant(admin, "bank1", None)
-    with pytest.raises(HTTPError) as info:
-        Authenticator.require_admin(AUTH.authenticate(b"Bearer k-bank2"))
-    assert info.value.status == 403
+    with pytest.raises(AuthError) as info:
+        Authenticator.require_admin(authenticate(AUTH, b"Bearer k-bank2"))
+    assert _http(info.value).status == 403
 
 
 def test_auth_none_lets_anyone_do_anything() -> None:
     open_door = Authenticator.from_config("none")
-    p = open_door.authenticate(None)
+    p = authenticate(open_door, None)
     open_door.require_tenant(p, "any", None)
     Authenticator.require_admin(p)
 

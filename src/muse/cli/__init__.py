@@ -9,6 +9,7 @@ is what an operator could also do from Python.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import typer
 
@@ -20,9 +21,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from muse.cli import batch, core, demo, lifecycle, report  # noqa: E402, F401  (they register their commands)
+__all__ = ["app", "invoke", "main"]
 
-__all__ = ["app", "main"]
+
+def invoke(args: Sequence[str]) -> int:
+    """Run ``muse ARGS`` in this process, as the console script would; its exit code.
+
+    Usage errors (an unknown option, a missing argument) raise click's ``UsageError``
+    instead of printing usage and exiting, so a program driving the CLI (the demo) can say
+    which command line was wrong.
+    """
+    try:
+        result = app(list(args), standalone_mode=False)
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    return result if isinstance(result, int) else 0
+
+
+from muse.cli import batch, core, demo, lifecycle, report  # noqa: E402, F401  (they register their commands)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from muse.cli import app
 from muse.cli._common import ConfigArg, IntentOpt, err, fail, out, print_config_error
-from muse.errors import BackendError, ConfigError, MuseError
+from muse.errors import MuseError
 
 
 def _parse_intent(pairs: list[str]) -> dict[str, str]:
@@ -47,18 +47,18 @@ def _parse_features(text: str) -> dict[str, Any]:
 def validate(config: ConfigArg) -> None:
     """Check a config: schema, cross-references, artifacts, fingerprints, and that every
     model loads and declares its features. Exit 0, or 2 listing every problem."""
-    from muse.backends import ModelPool
-    from muse.config import load_config
-    from muse.service import build_snapshot
+    from muse.deployment import check_config
 
-    try:
-        loaded = load_config(config)
-        # Loading the models catches what hashing cannot: a corrupt file, a regression
-        # objective, a features list that does not match the model.
-        build_snapshot(loaded, ModelPool())
-    except (ConfigError, BackendError) as e:
-        print_config_error(config, e.issues if isinstance(e, ConfigError) else [str(e)])
-    table = Table(title=f"{escape(str(config))} — valid (version {escape(loaded.version)})")
+    loaded, issues = check_config(config)
+    if loaded is None:
+        print_config_error(config, issues)
+    # One unwrapped line, whatever the path's length: scripts grep for it.
+    out.print(
+        f"{escape(str(config))}: valid (version {escape(loaded.version)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table()
     for col in ("predictor", "experts", "fingerprint", "default map", "tenant maps"):
         table.add_column(col, min_width=19 if col == "fingerprint" else None)
     for name, p in loaded.spec.predictors.items():
@@ -140,22 +140,17 @@ def serve(
     import logging
 
     from muse.backends import ModelPool
-    from muse.config import load_config
-    from muse.service import build_snapshot
+    from muse.deployment import check_config
     from muse.serving.server import curl_example
     from muse.serving.server import serve as run_server
 
     pool = ModelPool()
-    try:
-        loaded = load_config(config)
-        if loaded.spec.auth is None:
-            fail(
-                "the config has no `auth` section: give API key hashes, or `auth: none` for "
-                "local use"
-            )
-        build_snapshot(loaded, pool)  # fail fast, with every problem, before binding
-    except (ConfigError, BackendError) as e:
-        print_config_error(config, e.issues if isinstance(e, ConfigError) else [str(e)])
+    # Fail fast, with every problem, before binding: the checks the server's start repeats.
+    loaded, issues = check_config(config, pool)
+    if loaded is None:
+        print_config_error(config, issues)
+    if loaded.spec.auth is None:
+        fail("the config has no `auth` section: give API key hashes, or `auth: none` for local use")
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

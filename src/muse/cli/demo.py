@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from muse.cli import app
+from muse.cli import app, invoke
 from muse.cli._common import fail, out
 
 
@@ -42,7 +42,7 @@ def demo(
     if not 0.0 < scale <= 10.0:
         fail(f"--scale must be in (0, 10], got {scale!r}")
     try:
-        run_demo(out_dir, seed=seed, scale=scale, force=force, console=out)
+        run_demo(out_dir, seed=seed, scale=scale, force=force, console=out, commands=invoke)
     except OutputExistsError as e:
         fail(str(e))
     except DemoError as e:

@@ -7,7 +7,14 @@ correction (Table 1) — by running the same ``muse`` commands an operator would
 typed. It doubles as executable documentation of docs/lifecycle.md.
 """
 
-from muse.demo.operator import DemoError
+from muse.demo.operator import CommandRunner, DemoError, run_in_subprocess
 from muse.demo.run import DemoResult, OutputExistsError, run_demo
 
-__all__ = ["DemoError", "DemoResult", "OutputExistsError", "run_demo"]
+__all__ = [
+    "CommandRunner",
+    "DemoError",
+    "DemoResult",
+    "OutputExistsError",
+    "run_demo",
+    "run_in_subprocess",
+]

@@ -1,8 +1,10 @@
 """The operator of the demo: types ``muse`` commands, edits the config, serves traffic.
 
 The demo is executable documentation, so every step that has a command runs *that command*
-(in-process, through the same Typer app as the console script) after echoing it as it
-would be typed from the demo's output folder. What has no command is a library call, said
+after echoing it as it would be typed from the demo's output folder: through the
+:data:`CommandRunner` it is given (``muse demo`` passes the CLI's own, in-process; the
+default runs the console script in a subprocess, so this package never imports the CLI
+that imports it). What has no command is a library call, said
 so in the output: serving a week of traffic is :func:`~muse.scorelog.replay.replay_frame`
 through a :class:`~muse.service.ScoringService` (the serving code path, into the score
 lake), and a config change is :meth:`ScoringService.reload` — what ``POST /admin/reload``
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Collection
+import subprocess
+import sys
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -31,7 +34,10 @@ from muse.scorelog import LakeReader, LakeWriter
 from muse.scorelog.replay import replay_frame
 from muse.service import ScoringService
 
-__all__ = ["DemoError", "Operator"]
+__all__ = ["CommandRunner", "DemoError", "Operator", "run_in_subprocess"]
+
+#: Runs ``muse ARGS`` and returns its exit code.
+CommandRunner = Callable[[Sequence[str]], int]
 
 #: Events scored per batch when serving a week: large batches are the fast path.
 _CHUNK = 20_000
@@ -48,9 +54,10 @@ class Operator:
     config could be served, and is reloaded, never rebuilt, on every config change.
     """
 
-    def __init__(self, root: Path, console: Console) -> None:
+    def __init__(self, root: Path, console: Console, commands: CommandRunner | None = None) -> None:
         self.root = root
         self.console = console
+        self.run_command = commands if commands is not None else run_in_subprocess
         self.deployment = root / "deployment"
         self.config = self.deployment / "muse.yaml"
         self.labels = self.deployment / "labels"
@@ -87,7 +94,12 @@ class Operator:
         shown = " ".join(shlex.quote(self.rel(a) if isinstance(a, Path) else a) for a in args)
         self.commands.append(f"muse {shown}")
         self.console.print(f"[bold cyan]$ muse {escape(shown)}[/]", highlight=False, soft_wrap=True)
-        code = _invoke([str(a) for a in args])
+        try:
+            code = self.run_command([str(a) for a in args])
+        except MuseError:
+            raise
+        except Exception as e:  # a usage error: the demo typed a bad command line
+            raise DemoError(f"`muse {shown}`: {e}") from e
         if code not in expect:
             raise DemoError(f"`muse {shown}` exited with {code}, expected {sorted(expect)}")
         return code
@@ -182,16 +194,7 @@ class Operator:
         )
 
 
-def _invoke(args: list[str]) -> int:
-    """Run the ``muse`` app on ``args`` in-process; its exit code."""
-    from muse.cli import app
-
-    try:
-        result = app(args, standalone_mode=False)
-    except typer.Exit as e:
-        return int(e.exit_code)
-    except typer.TyperException as e:  # usage errors: the demo typed a bad command line
-        raise DemoError(f"`muse {shlex.join(args)}`: {e}") from e
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
-    return result if isinstance(result, int) else 0
+def run_in_subprocess(args: Sequence[str]) -> int:
+    """Run ``muse ARGS`` as the console script would, in a child of this interpreter."""
+    command = [sys.executable, "-c", "from muse.cli import main; main()", *args]
+    return subprocess.run(command, check=False).returncode

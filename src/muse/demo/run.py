@@ -22,7 +22,7 @@ from muse.demo.calibration import CalibrationResult
 from muse.demo.golive import go_live
 from muse.demo.model_update import ModelUpdateResult
 from muse.demo.new_tenant import NewTenantResult
-from muse.demo.operator import Operator
+from muse.demo.operator import CommandRunner, Operator
 from muse.demo.p15 import FPR, P15
 from muse.demo.summary import AlertRow, rich_table, write_summary
 from muse.demo.world import FOCUS, NEW_TENANT, make_world
@@ -63,12 +63,15 @@ def run_demo(
     scale: float = 1.0,
     force: bool = False,
     console: Console | None = None,
+    commands: CommandRunner | None = None,
 ) -> DemoResult:
     """Run the demo into ``out``; deterministic given ``seed`` and ``scale``.
 
     ``scale`` multiplies every event count (1.0: each tenant sends 25,000 events a week,
     enough for Eq. 5 at a 0.5 % alert rate within ±20 %). Below that the fits are run with
-    ``--force``, and the output says so. Raises :class:`OutputExistsError` when ``out``
+    ``--force``, and the output says so. ``commands`` runs each ``muse`` command the demo
+    types (default: the console script, in a subprocess; ``muse demo`` runs them in its
+    own process with :func:`muse.cli.invoke`). Raises :class:`OutputExistsError` when ``out``
     holds files and ``force`` is false.
     """
     if not (math.isfinite(scale) and 0.0 < scale <= 10.0):
@@ -76,7 +79,7 @@ def run_demo(
     started = time.monotonic()
     _prepare(out, force)
     console = console or Console()
-    op = Operator(out.resolve(), console)
+    op = Operator(out.resolve(), console, commands)
     world = make_world(seed, scale)
 
     required = required_samples(ALERT_RATE, REL_ERROR)

@@ -2,13 +2,14 @@
 
 No web framework: seven routes do not need one, and on the request path every
 microsecond of plumbing counts (see ``benchmarks/STACK.md``). The app only parses, calls
-:class:`~muse.service.ScoringService` and maps errors (STYLE rule 2).
+:class:`~muse.service.ScoringService` and maps errors (STYLE rule 2); versions — load,
+build, check, warm, swap, retire — are the :class:`~muse.deployment.Deployment`'s, whose
+warm-up the app sends down its own request path (:mod:`muse.serving.warmup`).
 
-Lifecycle (ASGI lifespan): load the config and its models, open the feature store (it
-must answer: a Redis PING), start the score lake and the shadow worker, warm every
-predictor up with synthetic events, then turn ready. On shutdown: not ready first, then
-shadows drained and the lake flushed, so every acknowledged record is written (invariant
-7), then the feature store's connections closed.
+Lifecycle (ASGI lifespan): start the deployment (its first version prepared and
+activated), start the score lake and the shadow worker, then turn ready. On shutdown: not
+ready first, then shadows drained and the lake flushed, so every acknowledged record is
+written (invariant 7), then the feature store's connections closed.
 """
 
 from __future__ import annotations
@@ -22,23 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
-from muse.backends.base import REMOTE_KINDS, REQUEST_DEADLINE
+from muse.auth import Authenticator
+from muse.backends.base import REQUEST_DEADLINE
 from muse.backends.pool import ModelPool
-from muse.config import load_config
-from muse.errors import BackendError, ConfigError, MuseError
+from muse.deployment import Deployment, describe
+from muse.errors import MuseError
 from muse.features.table import FeatureTable
 from muse.featurestore import RedisStore, StorePool
 from muse.scorelog import LakeColumns, LakeWriter
 from muse.scorelog.results import add_live, add_shadows
-from muse.service import LiveOutcome, ScoreResult, ScoringService, Snapshot, build_snapshot
-from muse.serving.auth import Authenticator
+from muse.service import LiveOutcome, ScoreResult, ScoringService
+from muse.serving.auth import authenticate
 from muse.serving.batching import MicroBatcher
 from muse.serving.errors import HTTPError, error_body, from_exception
 from muse.serving.metrics import CONTENT_TYPE, Metrics
 from muse.serving.openapi import openapi_document
 from muse.serving.shadows import ShadowJob, ShadowRunner
+from muse.serving.warmup import HttpWarmer
 from muse.serving.wire import decode_score_request, encode_scores
 
 __all__ = ["MuseApp"]
@@ -55,6 +57,8 @@ _encode = msgspec.json.Encoder().encode
 #: Batches up to this size are scored on the event loop; larger ones in a worker thread,
 #: so one big batch does not stall every other connection.
 _INLINE_EVENTS = 64
+#: Before start no key is valid (every request is 401, or 503 when not ready).
+_LOCKED = Authenticator({}, frozenset(), enabled=True)
 
 
 class MuseApp:
@@ -65,9 +69,17 @@ class MuseApp:
         self.pool = pool if pool is not None else ModelPool()
         self.metrics = Metrics()
         self.stores = StorePool(observer=self.metrics)
+        self.warmer = HttpWarmer()
+        self.deployment = Deployment(
+            self.config_path,
+            pool=self.pool,
+            stores=self.stores,
+            warmer=self.warmer,
+            require_auth=True,
+            freeze_heap=True,
+        )
         self.ready = False
         self.service: ScoringService | None = None
-        self.auth = Authenticator.from_config(None)
         self.lake: LakeWriter | None = None
         self.shadows: ShadowRunner | None = None
         self._reload_lock = asyncio.Lock()
@@ -115,32 +127,16 @@ class MuseApp:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Load, start the lake and shadows, warm up, turn ready."""
-        config = await asyncio.to_thread(load_config, self.config_path)
-        snapshot = await asyncio.to_thread(build_snapshot, config, self.pool, self.stores)
-        try:
-            await asyncio.to_thread(check_store, snapshot)
-        except MuseError:
-            self.stores.close()
-            raise
-        await asyncio.to_thread(check_remote, snapshot, config.spec.server.remote_ready_timeout_s)
-        spec = config.spec
-        if spec.auth is None:
-            raise ConfigError(
-                "the config has no `auth` section: give tenants' API key hashes, or `auth: none` "
-                "for local use",
-                source=str(self.config_path),
-            )
-        self.auth = Authenticator.from_config(spec.auth)
-        if not self.auth.enabled:
-            log.warning(
-                "AUTHENTICATION IS OFF (auth: none): anyone who can reach this port can score "
-                "events as any tenant and reload the config. Use it for local work only."
-            )
+        """Start the deployment (load, build, check, warm, activate), the lake and the
+        shadow worker; turn ready."""
+        self.warmer.bind(asyncio.get_running_loop())
+        snapshot = await asyncio.to_thread(self.deployment.start)
+        spec = snapshot.config.spec
         if spec.lake is not None:
-            assert config.lake_url is not None
+            url = snapshot.config.lake_url
+            assert url is not None
             self.lake = LakeWriter(
-                config.lake_url,
+                url,
                 max_rows_per_file=spec.lake.max_rows_per_file,
                 flush_interval_s=spec.lake.flush_interval_s,
                 max_pending_rows=spec.lake.max_pending_rows,
@@ -163,14 +159,19 @@ class MuseApp:
             on_failed=lambda p, n: self.metrics.shadow_failed.labels(p).inc(n),
         )
         self.shadows.start()
-        await asyncio.to_thread(warm_up, snapshot, spec.server.warmup_events)
-        self.service = ScoringService(snapshot, self.pool, self.stores)
-        freeze_heap()
+        self.service = ScoringService(self.deployment)
         self.metrics.watch_circuit(self._store_circuit_open)
         if spec.server.watch_config:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
         self._set_ready(True)
         log.info("ready: config %s (version %s)", self.config_path, snapshot.version)
+
+    @property
+    def auth(self) -> Authenticator:
+        """The live version's authentication rules; before start, no key is valid."""
+        if not self.deployment.started:
+            return _LOCKED
+        return self.deployment.auth
 
     def _set_ready(self, ready: bool) -> None:
         self.ready = ready
@@ -205,7 +206,7 @@ class MuseApp:
         try:
             if service is None or not self.ready:
                 raise HTTPError(503, "not_ready", "the service is starting or stopping; retry")
-            principal = self.auth.authenticate(_header(scope, b"authorization"))
+            principal = authenticate(self.auth, _header(scope, b"authorization"))
             limits = service.snapshot.config.spec.server
             body = await _read_body(receive, limits.max_body_bytes)
             request = decode_score_request(body, limits.max_batch_events)
@@ -287,7 +288,7 @@ class MuseApp:
     async def _admin_reload(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = "/admin/reload"
         try:
-            self.auth.require_admin(self.auth.authenticate(_header(scope, b"authorization")))
+            self.auth.require_admin(authenticate(self.auth, _header(scope, b"authorization")))
             version = await self.reload()
         except Exception as exc:
             await self._error(send, path, exc)
@@ -295,42 +296,21 @@ class MuseApp:
         await self._json(send, path, 200, {"status": "reloaded", "config_version": version})
 
     async def reload(self) -> str:
-        """Build, check and warm the new snapshot beside the live one, then swap it in.
+        """Prepare the config file's new version beside the live one (load, build, check,
+        warm), then swap it in (:meth:`Deployment.reload`).
 
-        Models already loaded are reused. On any error the live snapshot keeps serving and
+        Models already loaded are reused. On any error the live version keeps serving and
         the error propagates (ARCHITECTURE invariant 4); requests in flight finish on the
         snapshot they started with.
         """
         async with self._reload_lock:
-            service = self.service
-            if service is None:
+            if self.service is None:
                 raise HTTPError(503, "not_ready", "the service is not started")
             try:
-                config = await asyncio.to_thread(load_config, self.config_path)
-                if config.spec.auth is None:
-                    # Never let a reload switch authentication off by omission.
-                    raise ConfigError(
-                        "the new config has no `auth` section; keep the API keys, or write "
-                        "`auth: none` explicitly",
-                        source=str(self.config_path),
-                    )
-                snapshot = await asyncio.to_thread(build_snapshot, config, self.pool, self.stores)
-                await asyncio.to_thread(check_store, snapshot)
-                await asyncio.to_thread(
-                    check_remote, snapshot, config.spec.server.remote_ready_timeout_s
-                )
-                await asyncio.to_thread(warm_up, snapshot, config.spec.server.warmup_events)
+                snapshot = await asyncio.to_thread(self.deployment.reload, self.config_path)
             except MuseError:
                 self.metrics.reloads.labels("rejected").inc()
                 raise
-            service.swap(snapshot)
-            self.pool.retain(snapshot.config.model_specs.values())
-            freeze_heap()
-            store = snapshot.config.feature_store
-            self.stores.retain(None if store is None else store.source)
-            self.auth = Authenticator.from_config(config.spec.auth)
-            if not self.auth.enabled:
-                log.warning("AUTHENTICATION IS OFF after reload (auth: none): local use only")
             self.metrics.reloads.labels("ok").inc()
             log.info("reloaded: config version %s", snapshot.version)
             return snapshot.version
@@ -353,13 +333,13 @@ class MuseApp:
     async def _admin_config(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = "/admin/config"
         try:
-            self.auth.require_admin(self.auth.authenticate(_header(scope, b"authorization")))
+            self.auth.require_admin(authenticate(self.auth, _header(scope, b"authorization")))
             if self.service is None:
                 raise HTTPError(503, "not_ready", "the service is not started")
         except Exception as exc:
             await self._error(send, path, exc)
             return
-        await self._json(send, path, 200, describe(self.service.snapshot))
+        await self._json(send, path, 200, describe(self.deployment.live))
 
     def _store_circuit_open(self) -> bool:
         store = self.service.snapshot.store if self.service is not None else None
@@ -413,107 +393,6 @@ class MuseApp:
         if err.status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="muse"'))
         await _respond(send, err.status, error_body(err), headers)
-
-
-def freeze_heap() -> None:
-    """Collect, then move every object alive out of the garbage collector's reach
-    (``gc.freeze``); called once started and after each reload.
-
-    Why: loaded models, configs and runtimes are ~125k long-lived objects, and a full
-    collection walks them all — ~70 ms with the GIL held, every few seconds under load,
-    which alone breaks a 5 ms p99. Frozen objects are never scanned again (reference
-    counting still frees them), so later collections, the one here after a reload
-    included, walk only what was created since (~0.1 ms). What a replaced snapshot left in
-    reference cycles among frozen objects stays: measured, < 1 object per reload.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def warm_up(snapshot: Snapshot, n_events: int) -> None:
-    """Score synthetic events through every predictor (paper §3.1.2's warm-up).
-
-    Events are generated from each predictor's models' feature lists, scored one by one
-    and as a batch, for the default map and for a tenant with a map of its own, so every
-    code path (and each runtime's lazy initialisation) has run before traffic arrives.
-    """
-    if n_events <= 0:
-        return
-    rng = np.random.default_rng(0)
-    for predictor in snapshot.predictors.values():
-        names = sorted({f for e in predictor.experts for f in e.backend.feature_names})
-        columns = {f: rng.normal(size=n_events) for f in names}
-        table = FeatureTable(columns)
-        tenants = ["-warm-up-", *list(predictor.tenant_maps)[:1]]
-        for tenant in tenants:
-            predictor.score(table, tenant)
-            for i in range(min(n_events, 16)):
-                predictor.score(
-                    FeatureTable.from_row({f: float(c[i]) for f, c in columns.items()}), tenant
-                )
-
-
-def check_remote(snapshot: Snapshot, timeout_s: float) -> None:
-    """Wait until every remote (kserve-v2) model answers its V2 readiness endpoints.
-
-    Raises :class:`~muse.errors.BackendError` naming the models still not ready after
-    ``timeout_s``: the service (or a reload) must not turn ready with an expert that
-    cannot answer. Once serving, an outage only fails the predictors that need it.
-    """
-    remote = [b for b in snapshot.backends.values() if b.kind in REMOTE_KINDS]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        waiting = [b for b in remote if not b.ready(min(2.0, timeout_s))]  # type: ignore[attr-defined]
-        if not waiting:
-            return
-        if time.monotonic() >= deadline:
-            names = ", ".join(b.describe() for b in waiting)  # type: ignore[attr-defined]
-            raise BackendError(
-                f"not ready after {timeout_s:g} s: {names}; check the model servers "
-                "(GET <url>/v2/health/ready)"
-            )
-        time.sleep(0.2)
-
-
-def check_store(snapshot: Snapshot) -> None:
-    """Raise :class:`~muse.errors.FeatureStoreError` unless the snapshot's store answers.
-
-    Readiness, not liveness: once serving, a store outage fails only the events that need
-    it (fast, through its circuit breaker), so it must not take the service out of rotation.
-    """
-    if snapshot.store is not None:
-        snapshot.store.backend.check()
-
-
-def describe(snapshot: Snapshot) -> dict[str, Any]:
-    """What ``GET /admin/config`` shows: version, routes, predictors and their maps."""
-    config = snapshot.config
-    return {
-        "config_version": snapshot.version,
-        "config_digest": config.digest,
-        "routing": snapshot.router.to_config(),
-        "predictors": {
-            name: {
-                "fingerprint": p.fingerprint,
-                "experts": [
-                    {"model": e.model, "beta": e.beta, "weight": e.weight} for e in p.experts
-                ],
-                "default_map": p.default_map.version,
-                "tenant_maps": {t: m.version for t, m in p.tenant_maps.items()},
-            }
-            for name, p in snapshot.predictors.items()
-        },
-        "feature_store": None
-        if snapshot.store is None
-        else {
-            "backend": snapshot.store.backend.description,
-            "key": [k.name for k in snapshot.store.spec.keys],
-            "features": {
-                f.name: "required" if f.required else {"default": f.default}
-                for f in snapshot.store.spec.features
-            },
-        },
-    }
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

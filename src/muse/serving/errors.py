@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import msgspec
 
 from muse.errors import (
+    AuthError,
     BackendError,
     ConfigError,
     FeatureError,
@@ -19,6 +20,7 @@ from muse.errors import (
     IntentError,
     MuseError,
     NoRouteError,
+    UnauthenticatedError,
 )
 
 __all__ = ["HTTPError", "error_body", "from_exception"]
@@ -65,6 +67,10 @@ def from_exception(exc: BaseException, *, batch: bool = False) -> HTTPError:
     """
     if isinstance(exc, HTTPError):
         return exc
+    if isinstance(exc, AuthError):
+        if isinstance(exc, UnauthenticatedError):
+            return HTTPError(401, "unauthenticated", str(exc))
+        return HTTPError(403, "forbidden", str(exc), exc.field, exc.index)
     if isinstance(exc, FeatureError):
         index = exc.index if batch else None
         field = f"features.{exc.feature}" if exc.feature else "features"
