@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "service": 4,
     "scorelog": 4,
     "fitting": 5,
+    "fleet": 5,
     "evaluation": 5,
     "serving": 5,
     "cli": 6,

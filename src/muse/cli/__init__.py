@@ -40,7 +40,7 @@ def invoke(args: Sequence[str]) -> int:
     return result if isinstance(result, int) else 0
 
 
-from muse.cli import batch, core, demo, lifecycle, report  # noqa: E402, F401  (they register their commands)
+from muse.cli import batch, core, demo, fleet, lifecycle, report  # noqa: E402, F401  (they register their commands)
 
 
 def main() -> None:
