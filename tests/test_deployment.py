@@ -221,3 +221,13 @@ def test_the_live_version_is_unavailable_before_start(quickstart: Quickstart) ->
     assert not deployment.started
     with pytest.raises(MuseError, match="not started"):
         _ = deployment.snapshot
+
+
+def test_only_a_server_warns_that_authentication_is_off(
+    quickstart: Quickstart, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="muse.deployment"):
+        Deployment(quickstart.config).start()
+        assert "AUTHENTICATION IS OFF" not in caplog.text
+        Deployment(quickstart.config, require_auth=True).start()
+        assert "AUTHENTICATION IS OFF" in caplog.text

@@ -188,7 +188,12 @@ class Deployment:
             self.stores.retain(None if store is None else store.source)
             if self.freeze_heap:
                 freeze_heap()
-            if not prepared.auth.enabled and (old is None or old.auth.enabled):
+            # Only a server lets callers in; the library's users are the process itself.
+            if (
+                self.require_auth
+                and not prepared.auth.enabled
+                and (old is None or old.auth.enabled)
+            ):
                 log.warning(
                     "AUTHENTICATION IS OFF (auth: none): anyone who can reach this service can "
                     "score events as any tenant and reload the config. Use it for local work only."
