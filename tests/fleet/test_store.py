@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -208,25 +210,29 @@ class Replica(threading.Thread):
             self.stop.wait(0.05)
 
 
-def _replicas(store: DeploymentStore, verdicts: dict[str, str | None]) -> list[Replica]:
+@contextmanager
+def _replicas(store: DeploymentStore, verdicts: dict[str, str | None]) -> Iterator[None]:
+    """Stand-in replicas answering with ``verdicts`` (None: never), stopped on exit."""
     replicas = [Replica(store, n, v) for n, v in verdicts.items()]
     for r in replicas:
         heartbeat(store, r.name, None)
         r.start()
-    return replicas
+    try:
+        yield
+    finally:
+        for r in replicas:
+            r.stop.set()
+        for r in replicas:
+            r.join(5)
 
 
 def test_a_promotion_activates_once_every_replica_prepared(
     quickstart: Quickstart, store: DeploymentStore
 ) -> None:
     a = publish(quickstart.config, store).version.id
-    replicas = _replicas(store, {"r1": "prepared", "r2": "prepared"})
-    try:
+    with _replicas(store, {"r1": "prepared", "r2": "prepared"}):
         before = datetime.now(UTC)
         result = promote(store, a, switch_delay_s=1.0, timeout_s=20)
-    finally:
-        for r in replicas:
-            r.stop.set()
     assert result.activated
     assert result.prepared == ("r1", "r2")
     assert result.activate_at is not None
@@ -237,12 +243,8 @@ def test_a_promotion_activates_once_every_replica_prepared(
 def test_one_refusal_activates_nowhere(quickstart: Quickstart, store: DeploymentStore) -> None:
     a, b = _two_versions(quickstart, store)
     promote(store, a, switch_delay_s=0)
-    replicas = _replicas(store, {"r1": "prepared", "r2": "refused"})
-    try:
+    with _replicas(store, {"r1": "prepared", "r2": "refused"}):
         result = promote(store, b, timeout_s=20)
-    finally:
-        for r in replicas:
-            r.stop.set()
     assert result.state == "refused"
     assert result.refused == {"r2": "models.m2: cannot be loaded"}
     active = store.active()
@@ -255,12 +257,8 @@ def test_a_replica_that_never_answers_times_the_promotion_out(
     quickstart: Quickstart, store: DeploymentStore
 ) -> None:
     a = publish(quickstart.config, store).version.id
-    replicas = _replicas(store, {"r1": "prepared", "mute": None})
-    try:
+    with _replicas(store, {"r1": "prepared", "mute": None}):
         result = promote(store, a, timeout_s=0.5)
-    finally:
-        for r in replicas:
-            r.stop.set()
     assert result.state == "timed_out"
     assert result.missing == ("mute",)
     assert store.active() is None
