@@ -130,6 +130,16 @@ PUBLIC = {
         "rollback",
         "version_states",
     ],
+    "muse.fleet.follower": ["Follower", "FollowerEvents", "Refusal", "default_replica_id"],
+    "muse.serving.app": ["MuseApp", "StoreSource"],
+    "muse.testing.haproxy": [
+        "HaproxyError",
+        "RunningHaproxy",
+        "haproxy_binary",
+        "haproxy_config",
+        "start_haproxy",
+    ],
+    "muse.testing.load": ["Answer", "ScoreLoad", "mixed_window"],
     "muse.warmup": [
         "WarmUpReport",
         "WarmUpRequest",

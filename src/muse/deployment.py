@@ -144,29 +144,42 @@ class Deployment:
 
     # -- the lifecycle -------------------------------------------------------------------
 
-    def start(self) -> Snapshot:
-        """Prepare the configured version and make it live (the first one).
+    def start(self, config: str | Path | None = None, *, label: str | None = None) -> Snapshot:
+        """Prepare ``config`` (default: the configured one) and make it live (the first one).
 
         On failure the feature-store connections opened for it are closed and the error
         propagates: a server must not start on a version it could not prepare.
         """
+        if config is not None:
+            self.config_path = Path(config)
         try:
-            return self.activate(self.prepare())
+            return self.activate(self.prepare(label=label))
         except BaseException:
             if self._live is None:
                 self.stores.close()
             raise
 
-    def prepare(self, config: str | Path | None = None) -> Prepared:
+    def prepare(self, config: str | Path | None = None, *, label: str | None = None) -> Prepared:
         """Load, build, check and warm ``config`` (default: the live version's file, else
         the configured one) beside the live version. Changes nothing that serves; raises a
-        :class:`~muse.errors.MuseError` naming every problem found."""
+        :class:`~muse.errors.MuseError` naming every problem found.
+
+        ``label`` names the version in responses and lake rows instead of the config's
+        own ``version`` (a deployment store's version id; see :attr:`Snapshot.label`).
+        """
         with self._lock:
             path = Path(config) if config is not None else self._current_path()
-            loaded = load_config(path)
+            try:
+                loaded = load_config(path)
+            except ConfigError:
+                # Say what is really wrong: a corrupt model also shows as its maps' stale
+                # fingerprints; check_config loads the models anyway to name it.
+                _, issues = check_config(path, self.pool)
+                self._release_unused()
+                raise ConfigError(issues, source=str(path)) from None
             auth = self._auth(loaded)
             try:
-                snapshot = build_snapshot(loaded, self.pool, self.stores)
+                snapshot = build_snapshot(loaded, self.pool, self.stores, label=label)
                 check_store(snapshot)
                 check_remote(snapshot, loaded.spec.server.remote_ready_timeout_s)
                 n = loaded.spec.server.warmup_events
@@ -205,6 +218,13 @@ class Deployment:
         error the live version keeps serving and the error propagates (invariant 4)."""
         with self._lock:
             return self.activate(self.prepare(config))
+
+    def discard(self, prepared: Prepared) -> None:
+        """Give up ``prepared`` (a promotion that did not go ahead): release what only it
+        loaded — its models, its feature-store connections — keeping the live version's."""
+        with self._lock:
+            if prepared is not self._live:
+                self._release_unused()
 
     def swap(self, snapshot: Snapshot) -> None:
         """Make an already-built ``snapshot`` live as it is (no check, no warm-up, no
@@ -263,14 +283,15 @@ def check_config(
             lenient = load_config(config, require_transforms=False)
         except ConfigError:
             return None, issues  # the models themselves are not even declared right
+        broken = []
         for name, spec in lenient.model_specs.items():
             if spec.kind in REMOTE_KINDS:
                 continue  # a server's model is checked by prepare(), not from a file
             try:
                 pool.get(spec)
             except BackendError as be:
-                issues.append(ConfigIssue(f"models.{name}", f"cannot be loaded: {be}"))
-        return None, issues
+                broken.append(ConfigIssue(f"models.{name}", f"cannot be loaded: {be}"))
+        return None, broken + issues  # the cause first, then what it broke
     try:
         build_snapshot(loaded, pool)
     except ConfigError as e:

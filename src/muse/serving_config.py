@@ -105,6 +105,15 @@ class ServerConfig(_Strict):
         description="Latency budget of a scoring request: calls to remote (kserve-v2) models "
         "get at most what remains of it (None: each model's own timeout_ms only).",
     )
+    drain_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        allow_inf_nan=False,
+        description="On SIGTERM, how long at most the server keeps serving while not ready, "
+        "so load balancers stop sending before it stops accepting: it stops as soon as no "
+        "scoring request arrived for 0.5 s (a rolling restart fails no request).",
+    )
     remote_ready_timeout_s: float = Field(
         60.0,
         gt=0,

@@ -34,6 +34,10 @@ class Snapshot:
     predictors: Mapping[str, Predictor]
     backends: Mapping[str, ModelBackend]
     store: FeatureStore | None = None
+    #: The name this version is served under when it is not the config's own ``version``:
+    #: a deployment store's version id (``v-…``), so responses and lake rows name exactly
+    #: what ``muse promote`` moved, even when two bundles share a config ``version``.
+    label: str | None = None
     #: Features a request may carry: every model's, and entity-key parts sent as features.
     known_features: frozenset[str] = field(init=False)
     #: Store-provided features some model needs: a request carrying all of them skips the store.
@@ -61,11 +65,16 @@ class Snapshot:
 
     @property
     def version(self) -> str:
-        return self.config.version
+        """The version responses and lake rows name: :attr:`label`, else the config's."""
+        return self.label if self.label is not None else self.config.version
 
 
 def build_snapshot(
-    config: LoadedConfig, pool: ModelPool, stores: StorePool | None = None
+    config: LoadedConfig,
+    pool: ModelPool,
+    stores: StorePool | None = None,
+    *,
+    label: str | None = None,
 ) -> Snapshot:
     """Compile ``config`` into a snapshot, loading models through ``pool`` (shared, reused)
     and opening its feature store through ``stores`` (shared across reloads; None: opened
@@ -118,4 +127,5 @@ def build_snapshot(
         predictors=MappingProxyType(predictors),
         backends=MappingProxyType(backends),
         store=store,
+        label=label,
     )

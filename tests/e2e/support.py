@@ -212,13 +212,18 @@ class Deployment:
 
 
 class MuseProcess:
-    """``muse serve CONFIG`` as a child process on a free port; stdout+stderr go to a file."""
+    """``muse serve CONFIG`` (or, with no config, ``muse serve`` with ``extra_args`` such as
+    ``--store URL``) as a child process on a free port; stdout+stderr go to a file."""
 
-    def __init__(self, config: Path, log: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, config: Path | None, log: Path, extra_args: Sequence[str] = (), port: int = 0
+    ) -> None:
         self.config = config
         self.log = log
         self.extra_args = tuple(extra_args)
-        self.port = 0
+        #: A fixed port (a replica restarted behind a load balancer keeps its own).
+        self.fixed_port = port
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -251,11 +256,16 @@ class MuseProcess:
     def start(self) -> MuseProcess:
         """Start and wait until ``/health/ready`` answers 200 (retrying once on a port race)."""
         for _attempt in range(3):
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             with self.log.open("ab") as log:
                 self.proc = subprocess.Popen(
                     self.command(
-                        "serve", str(self.config), "--host", HOST, "--port", str(self.port)
+                        "serve",
+                        *([] if self.config is None else [str(self.config)]),
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(self.port),
                     )
                     + list(self.extra_args),
                     stdout=log,

@@ -43,16 +43,6 @@ QUICKSTART_FILES = {
 }
 
 
-@pytest.fixture
-def quickstart(tmp_path: Path) -> Quickstart:
-    return Quickstart.copy_quickstart(tmp_path / "deploy")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> DeploymentStore:
-    return DeploymentStore(tmp_path / "store")
-
-
 # -- publish -------------------------------------------------------------------------------
 
 

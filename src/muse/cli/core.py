@@ -128,15 +128,69 @@ def score(
 
 @app.command()
 def serve(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Deployment config (muse.yaml); or give --store instead.", show_default=False
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Serve this deployment store's active version and follow it (a folder, or "
+            "an fsspec URL): promotions reach this server by `muse promote`.",
+            envvar="MUSE_STORE",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     workers: Annotated[
-        int, typer.Option(help="Worker processes (each loads the models).", min=1)
+        int,
+        typer.Option(
+            help="Worker processes: each loads the models and is a replica of its own; "
+            "they prepare and switch versions together.",
+            min=1,
+        ),
     ] = 1,
+    lake: Annotated[
+        str | None,
+        typer.Option(
+            help="With --store: the score lake every version writes to (folder or fsspec "
+            "URL); needed when the versions' lake is a relative folder.",
+            show_default=False,
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --store: local folder versions are unpacked into "
+            "(default: $MUSE_CACHE, else ~/.cache/muse/versions).",
+            show_default=False,
+        ),
+    ] = None,
+    replica: Annotated[
+        str | None,
+        typer.Option(
+            help="With --store: this replica's name in the store (default: host-pid; with "
+            "several workers each adds its pid).",
+            show_default=False,
+        ),
+    ] = None,
+    poll: Annotated[
+        float,
+        typer.Option(
+            help="With --store: seconds between two polls of the store (below the "
+            "promoters' --switch-delay).",
+            min=0.01,
+            max=60.0,
+        ),
+    ] = 0.25,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
-    """Serve the deployment over HTTP until SIGTERM/SIGINT (SIGHUP reloads the config)."""
+    """Serve over HTTP until SIGTERM/SIGINT: a config file (SIGHUP reloads it), or a
+    deployment store's active version, following its promotions (--store)."""
     import logging
 
     from muse.backends import ModelPool
@@ -144,6 +198,18 @@ def serve(
     from muse.serving.server import curl_example
     from muse.serving.server import serve as run_server
 
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if (config is None) == (store is None):
+        fail("give a config file (muse serve muse.yaml) or a deployment store (--store URL)")
+    if config is None:
+        assert store is not None
+        _serve_store(store, host, port, workers, lake, cache, replica, poll, log_level)
+        return
+    for flag, value in (("--lake", lake), ("--cache", cache), ("--replica", replica)):
+        if value is not None:
+            fail(f"{flag} goes with --store (a config file names its own lake)")
     pool = ModelPool()
     # Fail fast, with every problem, before binding: the checks the server's start repeats.
     loaded, issues = check_config(config, pool)
@@ -151,9 +217,6 @@ def serve(
         print_config_error(config, issues)
     if loaded.spec.auth is None:
         fail("the config has no `auth` section: give API key hashes, or `auth: none` for local use")
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     if loaded.spec.auth == "none":
         err.print(
             "[bold yellow]WARNING: auth: none — authentication is OFF. Anyone who can reach "
@@ -165,6 +228,50 @@ def serve(
     )
     out.print(curl_example(config, host, port), highlight=False, markup=False, soft_wrap=True)
     run_server(config, host, port, workers, log_level, pool=pool if workers == 1 else None)
+
+
+def _serve_store(
+    url: str,
+    host: str,
+    port: int,
+    workers: int,
+    lake: str | None,
+    cache: Path | None,
+    replica: str | None,
+    poll: float,
+    log_level: str,
+) -> None:
+    import os
+
+    from muse.fleet import DeploymentStore
+    from muse.serving.app import StoreSource
+    from muse.serving.server import serve as run_server
+
+    store = DeploymentStore(url)
+    try:
+        active = store.active()
+    except MuseError as e:
+        fail(str(e))
+    if active is None:
+        fail(
+            f"{url} has no active version yet: `muse publish CONFIG --store {url}`, then "
+            f"`muse promote VERSION --store {url}`"
+        )
+    folder = cache or Path(
+        os.environ.get("MUSE_CACHE") or Path.home() / ".cache" / "muse" / "versions"
+    )
+    name = replica
+    if name is not None and workers > 1:
+        name = None  # each worker: <host>-<pid>; a fixed name would be shared
+        err.print("--replica is ignored with several workers: each is <host>-<pid>")
+    source = StoreSource(url=url, cache=folder, lake=lake, replica=name, poll_s=poll)
+    out.print(
+        f"muse: serving {escape(url)} (active: {escape(str(active.get('version')))}) on "
+        f"http://{host}:{port}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    run_server(None, host, port, workers, log_level, source=source)
 
 
 auth_app = typer.Typer(

@@ -43,6 +43,8 @@ __all__ = [
 
 #: A replica whose heartbeat is older than this is taken for gone.
 LIVENESS_S = 5.0
+#: The newest promotion, whatever its state (what replicas poll).
+_CURRENT = "promotion.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +108,21 @@ def answer(
 
 
 def pending_promotion(store: DeploymentStore) -> dict[str, Any] | None:
-    """The promotion replicas should be preparing now, if any (the newest ``preparing``)."""
-    for pid in reversed(store.list_json("promotions")):
-        doc = store.read_json("promotions", f"{pid}.json")
-        if doc is not None and doc.get("state") == "preparing":
-            return doc
-        if doc is not None:
-            return None  # the newest promotion is decided: nothing pending
+    """The promotion replicas should be preparing now, if any.
+
+    Read from ``promotion.json``, the newest promotion's pointer: a replica polls one small
+    object, however many promotions the store has seen.
+    """
+    doc = store.read_json(_CURRENT)
+    if doc is not None and doc.get("state") == "preparing":
+        return doc
     return None
+
+
+def _record(store: DeploymentStore, doc: dict[str, Any]) -> None:
+    """Write a promotion's document and the newest-promotion pointer."""
+    store.write_json(doc, "promotions", f"{doc['id']}.json")
+    store.write_json(doc, _CURRENT)
 
 
 def promote(
@@ -150,7 +159,7 @@ def promote(
         "by": who,
         "replicas": sorted(expected),
     }
-    store.write_json(doc, "promotions", f"{pid}.json")
+    _record(store, doc)
     store.log(
         f"{event}-requested", by=who, version=record.id, promotion=pid, replicas=sorted(expected)
     )
@@ -181,7 +190,7 @@ def promote(
     if refused or waiting:
         state = "refused" if refused else "timed_out"
         doc.update(state=state, refused=refused, missing=sorted(waiting), decided_at=now_iso())
-        store.write_json(doc, "promotions", f"{pid}.json")
+        _record(store, doc)
         store.log(
             f"{event}-{state}",
             by=who,
@@ -219,7 +228,7 @@ def promote(
     doc.update(
         state="activated", activate_at=activate_at, prepared=sorted(prepared), decided_at=now_iso()
     )
-    store.write_json(doc, "promotions", f"{pid}.json")
+    _record(store, doc)
     store.log("activated", by=who, version=record.id, promotion=pid, activate_at=activate_at)
     if previous is not None and previous.get("version") != record.id:
         store.log("retired", by=who, version=previous.get("version"), promotion=pid)

@@ -7,6 +7,7 @@ objects/<ab>/<sha256>            every file of every version, once (content-addr
 versions/<id>.json               a version's manifest: relative path → digest, who, when
 active.json                      which version is active (and since when, by whom)
 promotions/<pid>.json            a promotion: its version, state, activation time
+promotion.json                   the newest promotion (what replicas poll)
 promotions/<pid>/<replica>.json  each replica's answer: prepared, or refused and why
 replicas/<replica>.json          each replica's heartbeat: the version it serves
 log/<time>-<rand>.json           the audit log: one object per event, never rewritten

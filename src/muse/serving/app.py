@@ -6,10 +6,17 @@ microsecond of plumbing counts (see ``benchmarks/STACK.md``). The app only parse
 build, check, warm, swap, retire — are the :class:`~muse.deployment.Deployment`'s, whose
 warm-up the app sends down its own request path (:mod:`muse.serving.warmup`).
 
+Two sources of versions: a config file (``muse serve CONFIG``: ``/admin/reload``, SIGHUP
+or a file watch swap the file's new content in), or a deployment store
+(``muse serve --store URL``, :class:`StoreSource`): the app serves the store's active
+version and a :class:`~muse.fleet.follower.Follower` keeps it on it — prepare on a
+promotion, switch at the activation time with every other replica.
+
 Lifecycle (ASGI lifespan): start the deployment (its first version prepared and
-activated), start the score lake and the shadow worker, then turn ready. On shutdown: not
-ready first, then shadows drained and the lake flushed, so every acknowledged record is
-written (invariant 7), then the feature store's connections closed.
+activated), start the score lake and the shadow worker, then turn ready (and follow the
+store). On shutdown: not ready first, then the store no longer followed, shadows drained
+and the lake flushed, so every acknowledged record is written (invariant 7), then the
+feature store's connections closed.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +40,10 @@ from muse.deployment import Deployment, describe
 from muse.errors import MuseError
 from muse.features.table import FeatureTable
 from muse.featurestore import RedisStore, StorePool
+from muse.fleet.follower import POLL_S, Follower, FollowerEvents, default_replica_id
+from muse.fleet.promotion import promote
+from muse.fleet.publish import publish
+from muse.fleet.store import DeploymentStore, StoreError
 from muse.scorelog import LakeColumns, LakeWriter
 from muse.scorelog.results import add_live, add_shadows
 from muse.service import LiveOutcome, ScoreResult, ScoringService
@@ -38,12 +51,14 @@ from muse.serving.auth import authenticate
 from muse.serving.batching import MicroBatcher
 from muse.serving.errors import HTTPError, error_body, from_exception
 from muse.serving.metrics import CONTENT_TYPE, Metrics
+from muse.serving.multiprocess import METRICS_DIR_ENV
 from muse.serving.openapi import openapi_document
 from muse.serving.shadows import ShadowJob, ShadowRunner
 from muse.serving.warmup import HttpWarmer
 from muse.serving.wire import decode_score_request, encode_scores
+from muse.snapshot import Snapshot
 
-__all__ = ["MuseApp"]
+__all__ = ["MuseApp", "StoreSource"]
 
 log = logging.getLogger("muse.serving")
 
@@ -61,17 +76,48 @@ _INLINE_EVENTS = 64
 _LOCKED = Authenticator({}, frozenset(), enabled=True)
 
 
-class MuseApp:
-    """ASGI app serving one deployment config. Constructing it does no I/O."""
+@dataclass(frozen=True, slots=True)
+class StoreSource:
+    """Serve a deployment store's active version and follow it (``muse serve --store``).
 
-    def __init__(self, config_path: str | Path, *, pool: ModelPool | None = None) -> None:
-        self.config_path = Path(config_path)
+    ``cache`` is the local folder versions are unpacked into. ``lake`` is the score lake
+    every version writes to (a version's own ``lake.url`` is used only when it is an
+    absolute path or a URL: a folder relative to an unpacked version would split the lake
+    by version). ``publish_from``: a config file that ``/admin/reload`` publishes to the
+    store and promotes — how ``muse serve CONFIG --workers N`` reloads every worker.
+    """
+
+    url: str
+    cache: Path
+    lake: str | None = None
+    replica: str | None = None
+    poll_s: float = POLL_S
+    publish_from: Path | None = None
+
+
+class MuseApp:
+    """ASGI app serving one deployment: a config file, or a deployment store's active
+    version (``source``). Constructing it does no I/O."""
+
+    def __init__(
+        self,
+        config_path: str | Path | None = None,
+        *,
+        pool: ModelPool | None = None,
+        source: StoreSource | None = None,
+    ) -> None:
+        if (config_path is None) == (source is None):
+            raise ValueError("serve a config file or a deployment store, exactly one")
+        self.source = source
+        #: The config file served (None: a store's versions, unpacked as they come).
+        self.config_path = Path(config_path) if config_path is not None else None
         self.pool = pool if pool is not None else ModelPool()
         self.metrics = Metrics()
         self.stores = StorePool(observer=self.metrics)
         self.warmer = HttpWarmer()
         self.deployment = Deployment(
-            self.config_path,
+            # A follower names each version's file as it unpacks it.
+            self.config_path or Path("muse.yaml"),
             pool=self.pool,
             stores=self.stores,
             warmer=self.warmer,
@@ -79,12 +125,34 @@ class MuseApp:
             freeze_heap=True,
         )
         self.ready = False
+        #: Set when the shutdown begins (connections drained): scoring is refused (503).
+        self.stopping = False
+        #: When the last scoring request arrived (monotonic): a drain ends once it is old.
+        self.last_request = 0.0
         self.service: ScoringService | None = None
         self.lake: LakeWriter | None = None
         self.shadows: ShadowRunner | None = None
         self._reload_lock = asyncio.Lock()
         self._batcher = MicroBatcher(self._record_scored)
         self._watch_task: asyncio.Task[None] | None = None
+        self.follower: Follower | None = None
+        if source is not None:
+            self.follower = Follower(
+                DeploymentStore(source.url),
+                self.deployment,
+                cache=source.cache,
+                replica=source.replica,
+                poll_s=source.poll_s,
+                events=FollowerEvents(
+                    switched=self._switched,
+                    prepared=lambda v: self.metrics.promotion_answers.labels("prepared").inc(),
+                    refused=lambda v: self.metrics.promotion_answers.labels("refused").inc(),
+                    store_error=self.metrics.deployment_store_errors.inc,
+                ),
+            )
+        self.replica = self.follower.replica if self.follower else default_replica_id()
+        #: Called once started, on the event loop (the server hooks its signals there).
+        self.on_started: Callable[[], None] | None = None
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/score"): self._score,
             ("GET", "/health/live"): self._live,
@@ -130,11 +198,17 @@ class MuseApp:
         """Start the deployment (load, build, check, warm, activate), the lake and the
         shadow worker; turn ready."""
         self.warmer.bind(asyncio.get_running_loop())
-        snapshot = await asyncio.to_thread(self.deployment.start)
+        if self.follower is not None:
+            snapshot = await asyncio.to_thread(self.follower.start)
+        else:
+            snapshot = await asyncio.to_thread(self.deployment.start)
+        self.metrics.serving(self.replica, snapshot.version)
+        shared = os.environ.get(METRICS_DIR_ENV)
+        if shared:
+            self.metrics.share(Path(shared))
         spec = snapshot.config.spec
-        if spec.lake is not None:
-            url = snapshot.config.lake_url
-            assert url is not None
+        url = self._lake_url(snapshot)
+        if spec.lake is not None and url is not None:
             self.lake = LakeWriter(
                 url,
                 max_rows_per_file=spec.lake.max_rows_per_file,
@@ -161,10 +235,43 @@ class MuseApp:
         self.shadows.start()
         self.service = ScoringService(self.deployment)
         self.metrics.watch_circuit(self._store_circuit_open)
-        if spec.server.watch_config:
+        if spec.server.watch_config and self.config_path is not None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
         self._set_ready(True)
-        log.info("ready: config %s (version %s)", self.config_path, snapshot.version)
+        if self.on_started is not None:
+            self.on_started()
+        if self.follower is not None:
+            self.follower.start_thread()
+            log.info(
+                "ready: replica %s, version %s of %s",
+                self.replica,
+                snapshot.version,
+                self.follower.store.url,
+            )
+        else:
+            log.info("ready: config %s (version %s)", self.config_path, snapshot.version)
+
+    def _lake_url(self, snapshot: Snapshot) -> str | None:
+        """Where this process writes its lake rows (see :class:`StoreSource`)."""
+        spec = snapshot.config.spec
+        if spec.lake is None:
+            return None
+        if self.source is None:
+            return snapshot.config.lake_url
+        if self.source.lake is not None:
+            return self.source.lake
+        if "://" in spec.lake.url or Path(spec.lake.url).is_absolute():
+            return spec.lake.url
+        raise StoreError(
+            f"version {snapshot.version} writes its score lake to {spec.lake.url!r}, a folder "
+            "relative to its muse.yaml; a replica following a store writes one lake for every "
+            "version: give it with --lake URL (or an absolute path or URL in the config)"
+        )
+
+    def _switched(self, version: str) -> None:
+        """The follower swapped a new version in (its thread)."""
+        self.metrics.switches.inc()
+        self.metrics.serving(self.replica, version)
 
     @property
     def auth(self) -> Authenticator:
@@ -181,17 +288,36 @@ class MuseApp:
         """Turn not-ready at once (called on SIGTERM, before connections drain)."""
         self._set_ready(False)
 
+    async def drain(self, quiet_s: float = 0.5) -> float:
+        """Keep serving, not ready, until no scoring request arrived for ``quiet_s`` or
+        ``server.drain_s`` passed; the seconds it took. Why: a load balancer (or
+        Kubernetes' endpoints) keeps sending until its health check sees not-ready; a
+        server that stopped accepting at once would fail those requests."""
+        self.begin_shutdown()
+        started = time.monotonic()
+        service = self.service
+        limit = service.snapshot.config.spec.server.drain_s if service is not None else 0.0
+        while True:
+            now = time.monotonic()
+            if now - started >= limit or now - max(self.last_request, started) >= quiet_s:
+                return now - started
+            await asyncio.sleep(0.05)
+
     async def shutdown(self) -> None:
         """Not ready, then run queued shadows and flush the lake (bounded waits)."""
         self._set_ready(False)
+        self.stopping = True
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self.follower is not None:
+            await asyncio.to_thread(self.follower.stop)
         if self.shadows is not None:
             self.shadows.drain_light()
             await asyncio.to_thread(self.shadows.stop, 20.0)
         if self.lake is not None:
             await asyncio.to_thread(self.lake.close, 30.0)
         self.stores.close()
+        self.metrics.unshare()
         gc.unfreeze()  # what was frozen at start-up is collectable again once stopped
         log.info("stopped")
 
@@ -204,8 +330,11 @@ class MuseApp:
         service = self.service
         batch = False
         try:
-            if service is None or not self.ready:
+            # Not-ready alone does not refuse: while draining (SIGTERM, before the balancer
+            # noticed) requests keep being served; only before start and once stopping.
+            if service is None or self.stopping:
                 raise HTTPError(503, "not_ready", "the service is starting or stopping; retry")
+            self.last_request = time.monotonic()
             principal = authenticate(self.auth, _header(scope, b"authorization"))
             limits = service.snapshot.config.spec.server
             body = await _read_body(receive, limits.max_body_bytes)
@@ -306,6 +435,8 @@ class MuseApp:
         async with self._reload_lock:
             if self.service is None:
                 raise HTTPError(503, "not_ready", "the service is not started")
+            if self.source is not None:
+                return await self._republish()
             try:
                 snapshot = await asyncio.to_thread(self.deployment.reload, self.config_path)
             except MuseError:
@@ -315,12 +446,53 @@ class MuseApp:
             log.info("reloaded: config version %s", snapshot.version)
             return snapshot.version
 
+    async def _republish(self) -> str:
+        """Reload a replica that follows a store: publish ``publish_from`` and promote it
+        (every worker prepares, then all switch); 409 when there is no such file."""
+        source = self.source
+        follower = self.follower
+        assert source is not None
+        assert follower is not None
+        if source.publish_from is None:
+            raise HTTPError(
+                409,
+                "follows_store",
+                f"this replica follows the deployment store {source.url}: versions reach it "
+                "by `muse publish` then `muse promote`",
+            )
+        path = source.publish_from
+
+        def run() -> str:
+            version = publish(path, follower.store).version.id
+            result = promote(follower.store, version)
+            if not result.activated:
+                detail = "; ".join(f"{r}: {d}" for r, d in result.refused.items())
+                raise MuseError(
+                    f"version {version} was not activated ({result.state})"
+                    + (f": {detail}" if detail else "")
+                )
+            deadline = time.monotonic() + 30
+            while follower.version != version and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return version
+
+        try:
+            version = await asyncio.to_thread(run)
+        except MuseError:
+            self.metrics.reloads.labels("rejected").inc()
+            raise
+        self.metrics.reloads.labels("ok").inc()
+        log.info("reloaded: published and promoted %s as version %s", path, version)
+        return version
+
     async def _watch_config(self) -> None:
-        last = self.config_path.stat().st_mtime_ns
+        path = self.config_path
+        assert path is not None  # only a config file is watched
+        last = path.stat().st_mtime_ns
         while True:
             await asyncio.sleep(2.0)
             try:
-                now = self.config_path.stat().st_mtime_ns
+                now = path.stat().st_mtime_ns
             except OSError:
                 continue
             if now != last:
@@ -339,7 +511,10 @@ class MuseApp:
         except Exception as exc:
             await self._error(send, path, exc)
             return
-        await self._json(send, path, 200, describe(self.deployment.live))
+        doc = describe(self.deployment.live)
+        doc["replica"] = self.replica
+        doc["fleet"] = None if self.follower is None else self.follower.status()
+        await self._json(send, path, 200, doc)
 
     def _store_circuit_open(self) -> bool:
         store = self.service.snapshot.store if self.service is not None else None

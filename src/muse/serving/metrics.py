@@ -19,6 +19,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from muse.service import ScoreResult
+    from muse.serving.multiprocess import SharedMetrics
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -208,7 +210,39 @@ class Metrics:
             "1 while the feature store's circuit breaker fails lookups fast (open or probing).",
             registry=r,
         )
+        self.version = Gauge(
+            "muse_version_info",
+            "1 for the version each replica (worker process) serves: an operator sees a "
+            "fleet converge on one version.",
+            ("replica", "version"),
+            registry=r,
+        )
+        self.switches = Counter(
+            "muse_version_switches_total",
+            "Times this replica switched to another version of its deployment store.",
+            registry=r,
+        )
+        self.promotion_answers = Counter(
+            "muse_promotion_answers_total",
+            "Promoted versions this replica prepared or refused.",
+            ("answer",),
+            registry=r,
+        )
+        self.deployment_store_errors = Counter(
+            "muse_deployment_store_errors_total",
+            "Polls of the deployment store that failed (the replica kept serving).",
+            registry=r,
+        )
+        self._serving: tuple[str, str] | None = None
+        self._shared: SharedMetrics | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def serving(self, replica: str, version: str) -> None:
+        """Replica ``replica`` now serves ``version`` (the previous one's series removed)."""
+        if self._serving is not None and self._serving != (replica, version):
+            self.version.remove(*self._serving)
+        self._serving = (replica, version)
+        self.version.labels(replica, version).set(1)
 
     def fetched(self, store: str, seconds: float) -> None:
         """A feature-store lookup answered (the :class:`~muse.featurestore.StoreObserver` side)."""
@@ -279,5 +313,18 @@ class Metrics:
             child = self._children[key] = self.responses.labels(path, str(status))
         child.inc()
 
+    def share(self, folder: Path) -> None:
+        """Serve every worker's metrics from any worker (:mod:`muse.serving.multiprocess`)."""
+        from muse.serving.multiprocess import SharedMetrics
+
+        self._shared = SharedMetrics(self.registry, folder)
+        self._shared.start()
+
+    def unshare(self) -> None:
+        if self._shared is not None:
+            self._shared.stop()
+
     def render(self) -> bytes:
+        if self._shared is not None:
+            return self._shared.render()
         return generate_latest(self.registry)

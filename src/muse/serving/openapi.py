@@ -148,12 +148,17 @@ def openapi_document() -> dict[str, Any]:
             },
             "/admin/reload": {
                 "post": {
-                    "summary": "Reload the config file; the old one keeps serving if the new one is invalid",
+                    "summary": "Reload the config file; the old one keeps serving if the new one "
+                    "is invalid. A replica following a deployment store answers 409: versions "
+                    "reach it by `muse promote`",
                     "security": bearer,
                     "responses": {
                         "200": {"description": "reloaded"},
                         "401": errors["401"],
                         "403": errors["403"],
+                        "409": _error(
+                            "This replica follows a deployment store (code follows_store)."
+                        ),
                         "503": errors["503"],
                     },
                 }

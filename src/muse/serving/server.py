@@ -1,8 +1,19 @@
 """Running the app: uvicorn (uvloop + httptools) in one or several worker processes.
 
-Signals: SIGTERM/SIGINT turn the app not-ready *before* uvicorn stops accepting and drains
-connections (a load balancer stops sending traffic first), then the lifespan shutdown runs
-the queued shadows and flushes the score lake. SIGHUP reloads the config in place.
+Signals: SIGTERM turns the app not-ready and keeps serving while load balancers notice
+(:meth:`MuseApp.drain <muse.serving.app.MuseApp.drain>`: until no request came for 0.5 s,
+at most ``server.drain_s``); then uvicorn stops accepting and finishes the connections,
+and the lifespan shutdown runs the queued shadows and flushes the score lake. SIGINT
+(Ctrl-C) skips the drain. SIGHUP reloads the config in place.
+
+**Several workers are a fleet.** Each worker process is a replica of its own: it holds its
+own snapshot, so it must prepare and switch with the others. ``muse serve --store URL
+--workers N`` runs N followers of the store. ``muse serve CONFIG --workers N`` publishes
+CONFIG into a private deployment store (a temporary folder, removed at exit) and runs N
+followers of it; a reload — SIGHUP to the parent, ``POST /admin/reload`` to any worker, or
+the config file changing with ``server.watch_config`` — publishes the file again and
+promotes it, so every worker prepares it and all switch together. Worker metrics are
+merged on every scrape (:mod:`muse.serving.multiprocess`).
 """
 
 from __future__ import annotations
@@ -15,64 +26,113 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
+import threading
+from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from muse.backends.pool import ModelPool
-from muse.serving.app import MuseApp
+from muse.config import load_config
+from muse.serving.app import MuseApp, StoreSource
+from muse.serving.multiprocess import METRICS_DIR_ENV
 
 __all__ = ["create_app", "curl_example", "serve"]
 
 log = logging.getLogger("muse.serving")
 _CONFIG_ENV = "MUSE_CONFIG"
+_SOURCE_ENV = "MUSE_SOURCE"
+_TASKS: set[asyncio.Task[None]] = set()
 
 
 def create_app() -> MuseApp:
     """App factory for uvicorn's worker processes (they import it by name)."""
-    return MuseApp(os.environ[_CONFIG_ENV])
+    source = os.environ.get(_SOURCE_ENV)
+    if source is not None:
+        doc = json.loads(source)
+        for key in ("cache", "publish_from"):
+            if doc.get(key) is not None:
+                doc[key] = Path(doc[key])
+        app = MuseApp(source=StoreSource(**doc))
+    else:
+        app = MuseApp(os.environ[_CONFIG_ENV])
+    app.on_started = lambda: _hook_signals(app)
+    return app
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, telling the app to turn not-ready as soon as a stop is asked."""
+def _hook_signals(app: MuseApp) -> None:
+    """Once uvicorn's handlers are in place (the app's startup runs after): SIGTERM and
+    SIGINT turn the app not-ready first, then do what uvicorn does; SIGHUP reloads."""
+    # The shadow worker and the lake writer share the GIL with the event loop; with
+    # CPython's default 5 ms switch interval a busy background thread can hold a live
+    # request that long. 0.5 ms bounds that wait at a small cost in switches.
+    sys.setswitchinterval(0.0005)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals are only the main thread's (an app run by a test's thread)
+    loop = asyncio.get_running_loop()
+    on_int = signal.getsignal(signal.SIGINT)
+    on_term = signal.getsignal(signal.SIGTERM)
 
-    def __init__(self, config: uvicorn.Config, app: MuseApp) -> None:
-        super().__init__(config)
-        self.muse = app
+    def interrupt(signum: int, frame: Any) -> None:  # Ctrl-C: stop now
+        app.begin_shutdown()
+        if callable(on_int):
+            on_int(signum, frame)
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.muse.begin_shutdown()
-        super().handle_exit(sig, frame)
+    def terminate(signum: int, frame: Any) -> None:  # an orchestrator: drain, then stop
+        async def drain_then_stop() -> None:
+            seconds = await app.drain()
+            log.info("SIGTERM: drained for %.1f s; stopping", seconds)
+            if callable(on_term):
+                on_term(signum, frame)
 
-    async def startup(self, sockets: Any = None) -> None:
-        # The shadow worker and the lake writer share the GIL with the event loop; with
-        # CPython's default 5 ms switch interval a busy background thread can hold a live
-        # request that long. 0.5 ms bounds that wait at a small cost in switches.
-        sys.setswitchinterval(0.0005)
-        await super().startup(sockets)
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload()))
+        def start() -> None:
+            task = loop.create_task(drain_then_stop())
+            _TASKS.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(_TASKS.discard)
 
-    async def _reload(self) -> None:
+        loop.call_soon_threadsafe(start)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, terminate)
+
+    async def reload() -> None:
         try:
-            version = await self.muse.reload()
+            version = await app.reload()
             log.info("SIGHUP: reloaded config version %s", version)
         except Exception as e:
             log.error("SIGHUP: config rejected, still serving the previous one: %s", e)
 
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+
+
+class _Workers(Multiprocess):
+    """uvicorn's worker supervisor, whose SIGHUP reloads the fleet of workers (publish and
+    promote) instead of restarting them."""
+
+    def __init__(self, config: uvicorn.Config, sockets: Any, on_hup: Any) -> None:
+        super().__init__(config, sockets)
+        self._on_hup = on_hup
+
+    def handle_hup(self) -> None:
+        threading.Thread(target=self._on_hup, name="muse-reload", daemon=True).start()
+
 
 def serve(
-    config: Path,
+    config: Path | None,
     host: str,
     port: int,
     workers: int,
     log_level: str = "info",
     pool: ModelPool | None = None,
+    *,
+    source: StoreSource | None = None,
 ) -> None:
-    """Serve ``config`` until stopped; returns after a graceful shutdown.
+    """Serve ``config`` (or the store of ``source``) until stopped; returns after a
+    graceful shutdown.
 
     ``pool`` may hold models already loaded (the CLI checks the config first): a single
     worker then reuses them instead of loading every model twice.
@@ -88,15 +148,96 @@ def serve(
         "timeout_graceful_shutdown": 30,
         "server_header": False,
     }
-    if workers > 1:
-        # Worker processes import the app by name; the config path travels in the
-        # environment. Each worker loads its own models (stateless replicas).
-        os.environ[_CONFIG_ENV] = str(config.resolve())
-        uvicorn.run("muse.serving.server:create_app", factory=True, workers=workers, **common)
+    if workers == 1:
+        app = MuseApp(config, pool=pool) if source is None else MuseApp(source=source)
+        app.on_started = lambda: _hook_signals(app)
+        uvicorn.Server(uvicorn.Config(app, **common)).run()
         return
-    app = MuseApp(config, pool=pool)
-    server = _Server(uvicorn.Config(app, **common), app)
-    server.run()
+    with tempfile.TemporaryDirectory(prefix="muse-workers-") as tmp:
+        work = Path(tmp)
+        os.environ[METRICS_DIR_ENV] = str(work / "metrics")
+        (work / "metrics").mkdir()
+        reload = None
+        if source is None:
+            assert config is not None
+            source, reload = _private_store(config.resolve(), work)
+        os.environ[_SOURCE_ENV] = json.dumps(
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(source).items()}
+        )
+        uv = uvicorn.Config(
+            "muse.serving.server:create_app", factory=True, workers=workers, **common
+        )
+        sock = uv.bind_socket()
+        supervisor = _Workers(uv, [sock], reload or _store_hup)
+        watcher = _watch(config, reload, supervisor.should_exit) if reload else None
+        try:
+            supervisor.run()
+        finally:
+            supervisor.should_exit.set()
+            if watcher is not None:
+                watcher.join(5)
+            sock.close()
+
+
+def _store_hup() -> None:
+    log.info("SIGHUP: this server follows a deployment store; versions come by `muse promote`")
+
+
+def _private_store(config: Path, work: Path) -> tuple[StoreSource, Any]:
+    """Publish ``config`` into a store of its own under ``work`` and activate it; the
+    source the workers follow, and the reload that publishes the file again."""
+    from muse.fleet.promotion import promote
+    from muse.fleet.publish import publish
+    from muse.fleet.store import DeploymentStore
+
+    store = DeploymentStore(work / "store")
+    promote(store, publish(config, store).version.id, switch_delay_s=0)
+    loaded = load_config(config)
+    source = StoreSource(
+        url=store.url, cache=work / "cache", lake=loaded.lake_url, publish_from=config
+    )
+    lock = threading.Lock()
+
+    def reload() -> None:
+        with lock:
+            try:
+                version = publish(config, store).version.id
+                result = promote(store, version)
+            except Exception as e:
+                log.error("reload refused, still serving the previous version: %s", e)
+                return
+            if result.activated:
+                log.info("reloaded %s: every worker switches to version %s", config, version)
+            else:
+                log.error(
+                    "reload refused (%s), still serving the previous version: %s",
+                    result.state,
+                    result.refused or result.missing,
+                )
+
+    return source, reload
+
+
+def _watch(config: Path | None, reload: Any, stop: threading.Event) -> threading.Thread | None:
+    """With ``server.watch_config``, the parent reloads the fleet when the file changes."""
+    assert config is not None
+    if not load_config(config).spec.server.watch_config:
+        return None
+
+    def run() -> None:
+        last = config.stat().st_mtime_ns
+        while not stop.wait(2.0):
+            try:
+                now = config.stat().st_mtime_ns
+            except OSError:
+                continue
+            if now != last:
+                last = now
+                reload()
+
+    thread = threading.Thread(target=run, name="muse-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def curl_example(config: Path, host: str, port: int) -> str:
