@@ -65,14 +65,11 @@ def _unpack_debian(root: Path) -> None:
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-        done = subprocess.run(
-            ["apt-get", "download", *_PACKAGES],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = _download(tmp)
+        if done.returncode != 0 and os.geteuid() == 0:
+            # A machine whose package lists were never fetched: fetch them, then retry.
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, check=False)
+            done = _download(tmp)
         debs = sorted(Path(tmp).glob("*.deb"))
         if done.returncode != 0 or len(debs) < len(_PACKAGES):
             raise HaproxyError(f"apt-get download {' '.join(_PACKAGES)} failed: {done.stderr}")
@@ -82,6 +79,17 @@ def _unpack_debian(root: Path) -> None:
         if root.exists():
             shutil.rmtree(root)
         os.replace(staged, root)
+
+
+def _download(folder: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["apt-get", "download", *_PACKAGES],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def haproxy_config(
