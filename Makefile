@@ -41,6 +41,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_predictor.py
 	$(BIN)/python benchmarks/bench_routing.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_maps.py
+	$(BIN)/python benchmarks/bench_fleet.py
 	$(BIN)/python benchmarks/loop_stalls.py
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/serve_stalls.py

@@ -28,7 +28,8 @@ from muse.artifacts import (
     artifact_path,
     list_tenants,
     list_versions,
-    read_artifact,
+    load_artifact,
+    next_load,
     reference_digest,
 )
 from muse.backends.base import BACKEND_KINDS, REMOTE_KINDS, ModelSpec, file_digest, remote_digest
@@ -156,6 +157,8 @@ class _Loader:
         self.base = path.parent
         self.issues: list[ConfigIssue] = []
         self.hash = hashlib.sha256(text)
+        self.map_tolerance = 0.0
+        next_load()
 
     def issue(self, where: str, message: str) -> None:
         self.issues.append(ConfigIssue(where, message))
@@ -219,6 +222,13 @@ class _Loader:
             self._pydantic("intent", e)
         serving = self._serving(raw)
         serving.update(self._lifecycle(raw))
+        server = serving.get("server")
+        # Maps are thinned for serving only where a config is served (not by the tools
+        # that fit maps, which load leniently and need them exact).
+        if self.require_transforms:
+            if not isinstance(server, ServerConfig):
+                server = ServerConfig()
+            self.map_tolerance = server.map_tolerance
         version = raw.get("version")
         if version is not None and not isinstance(version, str | int | float):
             self.issue("version", f"must be a string, got {version!r}")
@@ -656,12 +666,13 @@ class _Loader:
                 version = versions[-1]
             file = artifact_path(folder, tenant, version)
             try:
-                art = read_artifact(file)
+                found = load_artifact(file, self.map_tolerance)
             except ValueError as e:
                 if self.require_transforms:
                     self.issue(at, str(e))
                 return None
-            self.hash.update(file.read_bytes())
+            art = found.artifact
+            self.hash.update(found.sha256.encode())
             problems = []
             if art.version != version:
                 problems.append(f"records version {art.version} but is stored as v{version}")

@@ -105,6 +105,15 @@ class ServerConfig(_Strict):
         description="Latency budget of a scoring request: calls to remote (kserve-v2) models "
         "get at most what remains of it (None: each model's own timeout_ms only).",
     )
+    map_tolerance: float = Field(
+        0.002,
+        ge=0,
+        lt=0.1,
+        allow_inf_nan=False,
+        description="Tenant maps are served thinned: knots are dropped as long as no alert "
+        "rate the map implies moves by more than this share of itself (0.002: 1 % stays "
+        "within 0.998–1.002 %); 0 serves every knot. Artifacts are not changed.",
+    )
     drain_s: float = Field(
         10.0,
         ge=0,

@@ -143,6 +143,12 @@ def test_replicas_follow_promotions_and_refuse_a_broken_version(
         assert reload.json()["error"]["code"] == "follows_store"
     assert set(_versions_seen(two).values()) == {b}
     assert "refused version" in one.output()
+    listing = invoke("versions", "--store", store.url, "--replicas")
+    assert listing.exit_code == 0, listing.output
+    solo = next(line for line in listing.stdout.splitlines() if line.strip().startswith("solo"))
+    assert b in solo
+    assert f"last refused {broken}" in solo
+    assert "models.m2: cannot be loaded" in solo
 
 
 def test_workers_of_a_config_file_reload_together_with_one_metrics_endpoint(

@@ -73,7 +73,17 @@ def publish(config: ConfigArg, store: StoreOpt, by: ByOpt = None) -> None:
 
 
 @app.command()
-def versions(store: StoreOpt) -> None:
+def versions(
+    store: StoreOpt,
+    replicas_too: Annotated[
+        bool,
+        typer.Option(
+            "--replicas",
+            help="Also one line per live replica: the version it serves, when it was last "
+            "heard from, its last refusal.",
+        ),
+    ] = False,
+) -> None:
     """Every published version and its state: published, preparing, active, retired."""
     from muse.fleet import DeploymentStore
     from muse.fleet.promotion import live_replicas, version_states
@@ -110,6 +120,21 @@ def versions(store: StoreOpt) -> None:
         + (": " + ", ".join(f"{n} on {v}" for v, n in sorted(serving.items())) if serving else ""),
         highlight=False,
     )
+    if replicas_too:
+        for name, doc in sorted(replicas.items()):
+            refusal = doc.get("last_refusal") or {}
+            refused = (
+                f"  last refused {refusal.get('version')} at {str(refusal.get('at'))[:19]}: "
+                + " ".join(str(refusal.get("detail", "")).split())[:240]
+                if refusal
+                else ""
+            )
+            out.print(
+                f"  {name}  {doc.get('version')}  heard {str(doc.get('at'))[:19]}{refused}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def _run_promotion(
