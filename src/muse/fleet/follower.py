@@ -307,6 +307,7 @@ class Follower:
         self.refusals.append(Refusal(vid, pid, detail, now_iso()))
         del self.refusals[:-100]
         self.events.refused(vid)
+        self._beat(force=True)  # operators see it at once (muse versions --replicas)
         log.error(
             "replica %s refused version %s (promotion %s), still serving %s: %s",
             self.replica,
