@@ -41,6 +41,7 @@ __all__ = [
     "next_load",
     "read_artifact",
     "reference_digest",
+    "scan_versions",
     "write_artifact",
 ]
 
@@ -154,6 +155,34 @@ def list_versions(folder: Path, tenant: str | None) -> list[int]:
         return []
     versions = [int(m.group(1)) for p in slot.iterdir() if (m := _VERSION.match(p.name))]
     return sorted(versions)
+
+
+def scan_versions(folder: Path) -> dict[str | None, list[int]]:
+    """Every map slot under ``folder`` with its versions, ascending: ``None`` for the
+    default map, then each tenant that has at least one version. One directory listing per
+    slot, with plain strings: a config with 10,000 tenants is scanned at every load."""
+    out: dict[str | None, list[int]] = {}
+    default = _versions_in(os.path.join(folder, DEFAULT_DIR))
+    if default:
+        out[None] = default
+    try:
+        entries = list(os.scandir(os.path.join(folder, TENANTS_DIR)))
+    except OSError:
+        return out
+    for entry in sorted(entries, key=lambda e: e.name):
+        if entry.is_dir() and TENANT_NAME.match(entry.name):
+            versions = _versions_in(entry.path)
+            if versions:
+                out[entry.name] = versions
+    return out
+
+
+def _versions_in(slot: str) -> list[int]:
+    try:
+        names = os.listdir(slot)
+    except OSError:
+        return []
+    return sorted(int(m.group(1)) for name in names if (m := _VERSION.match(name)))
 
 
 def list_tenants(folder: Path) -> list[str]:

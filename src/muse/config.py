@@ -26,11 +26,11 @@ from pydantic import BaseModel, ValidationError
 from muse.artifacts import (
     QuantileArtifact,
     artifact_path,
-    list_tenants,
     list_versions,
     load_artifact,
     next_load,
     reference_digest,
+    scan_versions,
 )
 from muse.backends.base import BACKEND_KINDS, REMOTE_KINDS, ModelSpec, file_digest, remote_digest
 from muse.errors import ConfigError, ConfigIssue
@@ -635,13 +635,18 @@ class _Loader:
         ref_digest = reference_digest(reference)
         pins = dict(spec.pins)
 
+        scanned = scan_versions(folder)
+
         def pick(tenant: str | None) -> QuantileArtifact | None:
             key = "default" if tenant is None else tenant
-            try:
-                versions = list_versions(folder, tenant)
-            except ValueError as e:  # a pinned tenant whose name cannot be a folder name
-                self.issue(f"{where}.pins.{key}", str(e))
-                return None
+            if tenant in scanned:
+                versions = scanned[tenant]
+            else:
+                try:
+                    versions = list_versions(folder, tenant)
+                except ValueError as e:  # a pinned tenant whose name cannot be a folder name
+                    self.issue(f"{where}.pins.{key}", str(e))
+                    return None
             at = f"{where}.pins.{key}" if key in pins else f"{where}.transforms"
             if key in pins:
                 if pins[key] not in versions:
@@ -695,7 +700,7 @@ class _Loader:
 
         default = pick(None)
         tenants: dict[str, QuantileArtifact] = {}
-        names = set(list_tenants(folder)) | {t for t in pins if t != "default"}
+        names = {t for t in scanned if t is not None} | {t for t in pins if t != "default"}
         for tenant in sorted(names):
             art = pick(tenant)
             if art is not None:

@@ -307,3 +307,36 @@ def test_promoting_an_unknown_version_exits_2(tmp_path: Path) -> None:
     result = invoke("promote", "v-nope", "--store", str(tmp_path / "store"))
     assert result.exit_code == 2
     assert "has no version 'v-nope'" in result.stderr
+
+
+def test_workers_unpacking_one_version_fetch_each_object_once(
+    quickstart: Quickstart, store: DeploymentStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v = publish(quickstart.config, store).version
+    fetched: list[str] = []
+    real = store.get_object
+
+    def counting(digest: str) -> bytes:
+        fetched.append(digest)
+        return real(digest)
+
+    monkeypatch.setattr(store, "get_object", counting)
+    cache = tmp_path / "cache"
+    paths: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(store.materialize(v.id, cache)))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(paths) == 4
+    assert len(set(paths)) == 1
+    assert sorted(fetched) == sorted(set(v.files.values()))  # each object once
+    # A second version shares the unchanged files: hard links to the same objects.
+    quickstart.replace("version: quickstart-1", "version: quickstart-2")
+    w = publish(quickstart.config, store).version
+    again = store.materialize(w.id, cache)
+    model = "models/m1.txt"
+    assert (again.parent / model).stat().st_ino == (paths[0].parent / model).stat().st_ino

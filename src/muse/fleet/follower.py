@@ -249,19 +249,34 @@ class Follower:
         if vid == self.version:
             answer(self.store, pid, self.replica, "prepared", "already serving it")
             return
+        started = time.monotonic()
         try:
             prepared = self._prepare(vid)
         except Exception as e:  # a version may fail in any way; the live one keeps serving
             self._refuse(vid, pid, e)
-            answer(self.store, pid, self.replica, "refused", _detail(e))
+            answer(
+                self.store,
+                pid,
+                self.replica,
+                "refused",
+                _detail(e),
+                seconds=time.monotonic() - started,
+            )
             return
+        seconds = time.monotonic() - started
         old = self._pending
         self._pending = _Pending(pid, vid, prepared)
         if old is not None:
             self.deployment.discard(old.prepared)
         self.events.prepared(vid)
-        answer(self.store, pid, self.replica, "prepared")
-        log.info("replica %s prepared version %s for promotion %s", self.replica, vid, pid)
+        answer(self.store, pid, self.replica, "prepared", seconds=seconds)
+        log.info(
+            "replica %s prepared version %s for promotion %s in %.2f s",
+            self.replica,
+            vid,
+            pid,
+            seconds,
+        )
 
     def _follow_active(self, active: dict[str, Any]) -> None:
         pid = str(active.get("promotion") or "")

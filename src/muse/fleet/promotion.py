@@ -94,13 +94,26 @@ def live_replicas(
 
 
 def answer(
-    store: DeploymentStore, promotion: str, replica: str, state: str, detail: str = ""
+    store: DeploymentStore,
+    promotion: str,
+    replica: str,
+    state: str,
+    detail: str = "",
+    *,
+    seconds: float | None = None,
 ) -> None:
-    """Replica ``replica``'s answer to ``promotion``: ``prepared`` or ``refused``."""
+    """Replica ``replica``'s answer to ``promotion``: ``prepared`` or ``refused``, and how
+    long preparing took (``seconds``: unpack, load, build, check, warm)."""
     if state not in ("prepared", "refused"):
         raise ValueError(f"a replica answers 'prepared' or 'refused', not {state!r}")
     store.write_json(
-        {"replica": replica, "state": state, "detail": detail, "at": now_iso()},
+        {
+            "replica": replica,
+            "state": state,
+            "detail": detail,
+            "seconds": None if seconds is None else round(seconds, 4),
+            "at": now_iso(),
+        },
         "promotions",
         promotion,
         f"{replica}.json",

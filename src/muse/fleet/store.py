@@ -22,6 +22,7 @@ can never change under its id.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import hashlib
 import json
@@ -265,6 +266,20 @@ class DeploymentStore:
         done = target / ".complete"
         if done.is_file():
             return target / "muse.yaml"
+        cache.mkdir(parents=True, exist_ok=True)
+        # The worker processes of one machine share the cache: one unpacks, the others
+        # wait for it instead of fetching every object again (a file lock, released by the
+        # kernel if the holder dies).
+        with open(cache / f".{vid}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if done.is_file():
+                    return target / "muse.yaml"
+                return self._unpack(vid, cache, target, done)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _unpack(self, vid: str, cache: Path, target: Path, done: Path) -> Path:
         record = self.version(vid)
         objects = cache / "objects"
         tmp = cache / f".{vid}.{secrets.token_hex(4)}.tmp"
