@@ -283,11 +283,14 @@ class DeploymentStore:
         record = self.version(vid)
         objects = cache / "objects"
         tmp = cache / f".{vid}.{secrets.token_hex(4)}.tmp"
+        made: set[Path] = set()  # folders created: one mkdir each, not one per file
         try:
             for rel, digest in record.files.items():
-                source = self._cached_object(objects, digest)
+                source = self._cached_object(objects, digest, made)
                 dest = tmp / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.parent not in made:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(dest.parent)
                 try:
                     os.link(source, dest)
                 except OSError:
@@ -305,13 +308,15 @@ class DeploymentStore:
                 _rmtree(tmp)
         return target / "muse.yaml"
 
-    def _cached_object(self, objects: Path, digest: str) -> Path:
+    def _cached_object(self, objects: Path, digest: str, made: set[Path]) -> Path:
         """The local copy of object ``digest``, fetched (and verified) when missing."""
         path = objects / digest[:2] / digest
         if path.is_file():
             return path
         data = self.get_object(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
         part = path.with_name(f".{digest}.{secrets.token_hex(4)}")
         part.write_bytes(data)
         os.replace(part, path)
