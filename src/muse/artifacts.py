@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
+from msgspec import UNSET
 
 from muse.transforms.quantile import QuantileMap
 from muse.transforms.reference import Reference
 
 __all__ = [
     "ARTIFACT_FORMAT",
+    "SERVED_SUFFIX",
     "LoadedArtifact",
     "QuantileArtifact",
     "artifact_path",
@@ -42,6 +45,7 @@ __all__ = [
     "read_artifact",
     "reference_digest",
     "scan_versions",
+    "served_map_bytes",
     "write_artifact",
 ]
 
@@ -102,6 +106,13 @@ class QuantileArtifact:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> QuantileArtifact:
         """Parse and check a document written by :meth:`to_dict` (ValueError naming the problem)."""
+        return cls._from_parts(d, None)
+
+    @classmethod
+    def _from_parts(
+        cls, d: Mapping[str, Any], quantile_map: QuantileMap | None
+    ) -> QuantileArtifact:
+        """:meth:`from_dict`, with the map given already built (``d["map"]`` not parsed)."""
         if d.get("format") != ARTIFACT_FORMAT:
             raise ValueError(
                 f"expected an artifact of format {ARTIFACT_FORMAT!r}, got {d.get('format')!r}"
@@ -119,7 +130,9 @@ class QuantileArtifact:
         # Strings every tenant's artifact repeats are interned: thousands stay resident.
         predictor = d.get("predictor")
         return cls(
-            quantile_map=QuantileMap.from_dict(d["map"]),
+            quantile_map=quantile_map
+            if quantile_map is not None
+            else QuantileMap.from_dict(d["map"]),
             fingerprint=sys.intern(str(d["fingerprint"])),
             reference=sys.intern(str(d["reference"])),
             reference_digest=sys.intern(str(d["reference_digest"])),
@@ -239,19 +252,25 @@ def load_artifact(path: Path, tolerance: float = 0.0) -> LoadedArtifact:
         data = path.read_bytes()
     except OSError as e:
         raise ValueError(f"cannot read T^Q artifact {path}: {e.strerror}") from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    served = _read_served(path, sha256, tolerance) if tolerance > 0 else None
     try:
-        doc = _decode(data)
+        if served is not None:  # the map thinned at publish: its 1,000 knots not parsed
+            head = _decode_head(data)
+            fields = {f: v for f in head.__struct_fields__ if (v := getattr(head, f)) is not UNSET}
+            artifact = QuantileArtifact._from_parts(fields, served)
+        else:
+            doc = _decode(data)
+            if not isinstance(doc, dict):
+                raise ValueError("must hold a JSON object")
+            artifact = QuantileArtifact.from_dict(doc)
     except msgspec.DecodeError as e:
         raise ValueError(f"T^Q artifact {path} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"T^Q artifact {path} must hold a JSON object")
-    try:
-        artifact = QuantileArtifact.from_dict(doc)
     except ValueError as e:
         raise ValueError(f"T^Q artifact {path}: {e}") from None
-    if tolerance > 0:
+    if tolerance > 0 and served is None:
         artifact = replace(artifact, quantile_map=artifact.quantile_map.compact(tolerance))
-    loaded = LoadedArtifact(artifact, hashlib.sha256(data).hexdigest())
+    loaded = LoadedArtifact(artifact, sha256)
     _CACHE[key] = (_GENERATION[0], loaded)
     return loaded
 
@@ -266,6 +285,90 @@ def next_load() -> None:
 
 
 _decode = msgspec.json.Decoder().decode
+
+
+class _Head(msgspec.Struct):
+    """An artifact's fields but its map, which is kept raw (scanned, not parsed)."""
+
+    format: Any = UNSET
+    predictor: Any = UNSET
+    tenant: Any = UNSET
+    version: Any = UNSET
+    fingerprint: Any = UNSET
+    reference: Any = UNSET
+    reference_digest: Any = UNSET
+    created_at: Any = UNSET
+    method: Any = UNSET
+    window: Any = UNSET
+    fit: Any = UNSET
+    map: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_decode_head = msgspec.json.Decoder(_Head).decode
+
+# -- served maps: thinned once, at publish ---------------------------------------------------
+
+#: Beside an artifact ``v<N>.json`` in a published version: its map as served.
+SERVED_SUFFIX = ".served"
+_SERVED_MAGIC = b"MUSE-SERVED-MAP\x01"
+_SERVED_FORMAT = "muse/served-map@1"
+
+
+def served_map_bytes(quantile_map: QuantileMap, *, artifact_sha256: str, tolerance: float) -> bytes:
+    """The file ``muse publish`` stores beside an artifact: ``quantile_map`` (already
+    thinned to ``tolerance``) as raw float64 tables, tied to the artifact's SHA-256.
+
+    Why: thinning and parsing a 1,000-knot JSON map is most of what preparing a version
+    costs a replica; done once when publishing, every replica of the fleet reads ~7 KB of
+    binary per changed map instead (:func:`load_artifact` falls back to thinning when the
+    file is absent or was made for another artifact or tolerance).
+    """
+    header = json.dumps(
+        {
+            "format": _SERVED_FORMAT,
+            "artifact_sha256": artifact_sha256,
+            "tolerance": tolerance,
+            "knots": int(quantile_map.source.size),
+            "n_samples": quantile_map.n_samples,
+        },
+        sort_keys=True,
+    ).encode()
+    tables = np.concatenate((quantile_map.source, quantile_map.target, quantile_map.levels))
+    return (
+        _SERVED_MAGIC + len(header).to_bytes(4, "little") + header + tables.astype("<f8").tobytes()
+    )
+
+
+def _read_served(path: Path, artifact_sha256: str, tolerance: float) -> QuantileMap | None:
+    """The served map beside ``path``, if there is one made for this very artifact and
+    tolerance (anything else: None, and the caller thins the artifact's map itself)."""
+    try:
+        data = path.with_name(path.name + SERVED_SUFFIX).read_bytes()
+    except OSError:
+        return None
+    start = len(_SERVED_MAGIC) + 4
+    if not data.startswith(_SERVED_MAGIC) or len(data) < start:
+        return None
+    size = int.from_bytes(data[len(_SERVED_MAGIC) : start], "little")
+    try:
+        header = json.loads(data[start : start + size])
+        n = int(header["knots"])
+        if (
+            header.get("format") != _SERVED_FORMAT
+            or header.get("artifact_sha256") != artifact_sha256
+            or header.get("tolerance") != tolerance
+            or len(data) != start + size + 24 * n
+        ):
+            return None
+        tables = np.frombuffer(data, dtype="<f8", offset=start + size).astype(np.float64)
+        return QuantileMap(
+            source=tables[:n],
+            target=tables[n : 2 * n],
+            levels=tables[2 * n :],
+            n_samples=int(header["n_samples"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # not one of ours: thin the artifact instead
 
 
 def write_artifact(folder: Path, artifact: QuantileArtifact) -> Path:

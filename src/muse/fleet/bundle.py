@@ -15,8 +15,9 @@ from muse.artifacts import artifact_path
 from muse.config import LoadedConfig
 from muse.errors import ConfigError, ConfigIssue
 from muse.serving_config import AuthConfig
+from muse.transforms import QuantileMap
 
-__all__ = ["CONFIG_NAME", "bundle_files"]
+__all__ = ["CONFIG_NAME", "bundle_files", "served_maps"]
 
 #: The config's name inside every bundle.
 CONFIG_NAME = "muse.yaml"
@@ -75,3 +76,23 @@ def bundle_files(loaded: LoadedConfig) -> dict[str, Path]:
     if issues:
         raise ConfigError(issues, source=str(loaded.path))
     return files
+
+
+def served_maps(loaded: LoadedConfig) -> dict[str, QuantileMap]:
+    """Relative path of each T^Q artifact ``loaded`` deploys → its map as served (thinned
+    to ``server.map_tolerance``; empty when maps are served whole), for ``muse publish`` to
+    store beside the artifacts (:func:`muse.artifacts.served_map_bytes`)."""
+    if loaded.spec.server.map_tolerance <= 0:
+        return {}
+    base = loaded.path.parent.resolve()
+    out: dict[str, QuantileMap] = {}
+    for name, tq in loaded.transforms.items():
+        folder = base / loaded.spec.predictors[name].transforms
+        arts = [(None, tq.default), *tq.tenants.items()]
+        for tenant, art in arts:
+            path = artifact_path(folder, tenant, art.version).resolve()
+            try:
+                out[path.relative_to(base).as_posix()] = art.quantile_map
+            except ValueError:
+                continue  # outside the folder: bundle_files reports it
+    return out

@@ -3,7 +3,9 @@
 Validation is the deployment's own check (:func:`muse.deployment.check_config`: schema,
 references, maps and fingerprints, every model really loading), so a version that is in
 the store could be prepared by a replica with the same files. Only files the store lacks
-travel; publishing an unchanged bundle again returns the existing version.
+travel; publishing an unchanged bundle again returns the existing version. Beside each
+T^Q artifact the version holds its map as served (``<artifact>.served``: thinned once
+here, so no replica parses and thins it again).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from muse.artifacts import SERVED_SUFFIX, served_map_bytes
 from muse.deployment import check_config
 from muse.errors import ConfigError
-from muse.fleet.bundle import bundle_files
+from muse.fleet.bundle import bundle_files, served_maps
 from muse.fleet.store import DeploymentStore, VersionRecord, actor, now_iso, version_id
 
 __all__ = ["Published", "publish"]
@@ -49,6 +52,15 @@ def publish(config: str | Path, store: DeploymentStore, *, by: str | None = None
         if new:
             uploaded += 1
             size += file.stat().st_size
+    # Each map as replicas serve it, thinned here once (see muse.artifacts.served_map_bytes).
+    tolerance = loaded.spec.server.map_tolerance
+    for rel, served in sorted(served_maps(loaded).items()):
+        data = served_map_bytes(served, artifact_sha256=digests[rel], tolerance=tolerance)
+        digest, new = store.put_bytes(data)
+        digests[rel + SERVED_SUFFIX] = digest
+        if new:
+            uploaded += 1
+            size += len(data)
     who = by or actor()
     record = VersionRecord(
         id=version_id(digests),

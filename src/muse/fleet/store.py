@@ -141,6 +141,14 @@ class DeploymentStore:
         self._write(self._object(digest), path.read_bytes())
         return digest, True
 
+    def put_bytes(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data`` under its digest; (digest, whether it was new)."""
+        digest = hashlib.sha256(data).hexdigest()
+        if self.has_object(digest):
+            return digest, False
+        self._write(self._object(digest), data)
+        return digest, True
+
     def get_object(self, digest: str) -> bytes:
         try:
             data = bytes(self._fs.cat_file(self._object(digest)))
