@@ -120,9 +120,29 @@ def child(config: Path) -> None:
     print(json.dumps({"seconds": seconds, "grown": rss() - before, "maps": n_maps}))
 
 
+def child_store(url: str, cache: Path) -> None:
+    """A replica's cold start from a store, in this fresh process: unpack the active
+    version (served maps included), then start it."""
+    from muse.fleet import DeploymentStore
+
+    store = DeploymentStore(url)
+    t0 = time.perf_counter()
+    active = store.active()
+    assert active is not None
+    config = store.materialize(str(active["version"]), cache)
+    unpacked = time.perf_counter() - t0
+    deployment = Deployment(config)
+    deployment.start()
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"unpack": unpacked, "seconds": seconds}))
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         child(Path(sys.argv[2]))
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--child-store":
+        child_store(sys.argv[2], Path(sys.argv[3]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tenants", type=int, default=10_000)
@@ -198,6 +218,27 @@ def main() -> None:
         print(f"   (the quickstart alone: {base['seconds']:.2f} s; maps above are its tenants')")
         verdict = "PASS" if per_map * 10_000 / 2**20 < BUDGET_MB else "MISS"
         print(f"   10,000 thinned maps < {BUDGET_MB:.0f} MB -> {verdict}")
+        # 3b. A replica's cold start from a deployment store (maps thinned at publish).
+        from muse.fleet import DeploymentStore, publish
+        from muse.fleet.promotion import promote
+
+        t0 = time.perf_counter()
+        store = DeploymentStore(work / "store")
+        promote(store, publish(config, store).version.id, switch_delay_s=0)
+        published = time.perf_counter() - t0
+        done = subprocess.run(
+            [sys.executable, __file__, "--child-store", store.url, str(work / "cache")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=900,
+        )
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"   from a store: unpack {got['unpack']:.2f} s + start "
+            f"{got['seconds'] - got['unpack']:.2f} s = {got['seconds']:.2f} s "
+            f"(muse publish of it: {published:.1f} s)"
+        )
         deployment = Deployment(config)
         deployment.start()
 

@@ -314,13 +314,13 @@ def test_workers_unpacking_one_version_fetch_each_object_once(
 ) -> None:
     v = publish(quickstart.config, store).version
     fetched: list[str] = []
-    real = store.get_object
+    real = store._fs.cat
 
-    def counting(digest: str) -> bytes:
-        fetched.append(digest)
-        return real(digest)
+    def counting(paths: list[str], **kwargs: object) -> object:
+        fetched.extend(p.rsplit("/", 1)[-1] for p in paths)
+        return real(paths, **kwargs)
 
-    monkeypatch.setattr(store, "get_object", counting)
+    monkeypatch.setattr(store._fs, "cat", counting)
     cache = tmp_path / "cache"
     paths: list[Path] = []
     threads = [
