@@ -97,14 +97,16 @@ def test_replicas_follow_promotions_and_refuse_a_broken_version(
     a = publish_renamed(quickstart, store, "quickstart-1")
     promote(store, a, switch_delay_s=0)
     one = _follow(servers, tmp_path, store, "--replica", "solo")
-    two = _follow(servers, tmp_path, store, "--workers", "2")
+    two = _follow(servers, tmp_path, store, "--workers", "2", "--replica", "two")
     with one.client() as c:
         r = c.post("/v1/score", json=event("e1", "bank1"))
         assert r.status_code == 200, r.text
         assert r.headers["x-muse-config-version"] == a
     wait_until(lambda: len(live_replicas(store)) == 3, 20, "three replicas' heartbeats")
     assert set(_versions_seen(two).values()) == {a}
-    assert len(_versions_seen(two)) == 2  # one scrape sees both workers
+    seen = _versions_seen(two)
+    assert len(seen) == 2  # one scrape sees both workers
+    assert all(name.startswith("two-") for name in seen)  # <name>-<pid> each
 
     b = publish_renamed(quickstart, store, "quickstart-2")
     promoted = invoke("promote", b, "--store", store.url, "--timeout", "60")

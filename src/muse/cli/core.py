@@ -173,8 +173,8 @@ def serve(
     replica: Annotated[
         str | None,
         typer.Option(
-            help="With --store: this replica's name in the store (default: host-pid; with "
-            "several workers each adds its pid).",
+            help="With --store: this replica's name in the store (default: <host>-<pid>; "
+            "with several workers each is <name>-<pid>).",
             show_default=False,
         ),
     ] = None,
@@ -260,11 +260,7 @@ def _serve_store(
     folder = cache or Path(
         os.environ.get("MUSE_CACHE") or Path.home() / ".cache" / "muse" / "versions"
     )
-    name = replica
-    if name is not None and workers > 1:
-        name = None  # each worker: <host>-<pid>; a fixed name would be shared
-        err.print("--replica is ignored with several workers: each is <host>-<pid>")
-    source = StoreSource(url=url, cache=folder, lake=lake, replica=name, poll_s=poll)
+    source = StoreSource(url=url, cache=folder, lake=lake, replica=replica, poll_s=poll)
     out.print(
         f"muse: serving {escape(url)} (active: {escape(str(active.get('version')))}) on "
         f"http://{host}:{port}",

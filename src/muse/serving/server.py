@@ -56,6 +56,8 @@ def create_app() -> MuseApp:
         for key in ("cache", "publish_from"):
             if doc.get(key) is not None:
                 doc[key] = Path(doc[key])
+        if doc.get("replica"):  # one name for a server's workers: each is <name>-<pid>
+            doc["replica"] = f"{doc['replica']}-{os.getpid()}"
         app = MuseApp(source=StoreSource(**doc))
     else:
         app = MuseApp(os.environ[_CONFIG_ENV])
