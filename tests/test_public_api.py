@@ -123,6 +123,7 @@ PUBLIC = {
         "PromotionResult",
         "VersionState",
         "answer",
+        "forget_gone_replicas",
         "heartbeat",
         "live_replicas",
         "pending_promotion",

@@ -18,6 +18,7 @@ from muse.errors import ConfigError
 from muse.fleet import DeploymentStore, StoreError, publish
 from muse.fleet.promotion import (
     answer,
+    forget_gone_replicas,
     heartbeat,
     live_replicas,
     pending_promotion,
@@ -340,3 +341,20 @@ def test_workers_unpacking_one_version_fetch_each_object_once(
     again = store.materialize(w.id, cache)
     model = "models/m1.txt"
     assert (again.parent / model).stat().st_ino == (paths[0].parent / model).stat().st_ino
+
+
+def test_a_promotion_forgets_replicas_gone_for_a_day(
+    quickstart: Quickstart, store: DeploymentStore
+) -> None:
+    a = publish(quickstart.config, store).version.id
+    heartbeat(store, "recent", None)
+    store.write_json(
+        {"replica": "ghost", "version": None, "at": "2026-01-01T00:00:00+00:00"},
+        "replicas",
+        "ghost.json",
+    )
+    assert set(store.list_json("replicas")) == {"recent", "ghost"}
+    promote(store, a, liveness_s=0.0, switch_delay_s=0)
+    assert store.list_json("replicas") == ["recent"]  # seen a second ago: kept
+    assert forget_gone_replicas(store, older_than_s=0.0) == ["recent"]
+    assert store.list_json("replicas") == []

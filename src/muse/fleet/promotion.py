@@ -33,6 +33,7 @@ __all__ = [
     "PromotionResult",
     "VersionState",
     "answer",
+    "forget_gone_replicas",
     "heartbeat",
     "live_replicas",
     "pending_promotion",
@@ -91,6 +92,27 @@ def live_replicas(
         if (now - at).total_seconds() <= liveness_s:
             out[name] = doc
     return out
+
+
+#: A heartbeat older than this is a replica gone for good (killed, or its pod deleted):
+#: each promotion deletes such files, so ``replicas/`` does not grow with every restart.
+FORGET_S = 24 * 3600.0
+
+
+def forget_gone_replicas(store: DeploymentStore, older_than_s: float = FORGET_S) -> list[str]:
+    """Delete the heartbeats last written more than ``older_than_s`` ago; their names."""
+    now = datetime.now(UTC)
+    gone = []
+    for name in store.list_json("replicas"):
+        doc = store.read_json("replicas", f"{name}.json")
+        try:
+            at = datetime.fromisoformat(str((doc or {})["at"]))
+        except (KeyError, ValueError):
+            continue
+        if (now - at).total_seconds() > older_than_s:
+            store.delete("replicas", f"{name}.json")
+            gone.append(name)
+    return gone
 
 
 def answer(
@@ -161,6 +183,7 @@ def promote(
     say = on_progress or (lambda _: None)
     started = time.monotonic()
     pid = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+    forget_gone_replicas(store)
     expected = set(live_replicas(store, liveness_s))
     doc: dict[str, Any] = {
         "id": pid,
