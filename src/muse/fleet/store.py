@@ -150,19 +150,27 @@ class DeploymentStore:
         return digest, True
 
     def get_object(self, digest: str) -> bytes:
+        """Object ``digest``'s bytes, verified against its digest."""
         try:
-            data = bytes(self._fs.cat_file(self._object(digest)))
-        except FileNotFoundError:
+            got: bytes | BaseException | None = bytes(self._fs.cat_file(self._object(digest)))
+        except OSError as e:
+            got = e
+        return self._verified(digest, got)
+
+    def _verified(self, digest: str, got: bytes | BaseException | None) -> bytes:
+        """``got`` (what reading object ``digest`` gave) if it is that object, else the
+        StoreError saying what is wrong: missing, unreadable or corrupt."""
+        if got is None or isinstance(got, FileNotFoundError):
             raise StoreError(
                 f"{self.url}: object {digest} is missing (a version's file was deleted from the store)"
-            ) from None
-        except OSError as e:
-            raise StoreError(f"{self.url}: cannot read object {digest}: {e}") from None
-        if hashlib.sha256(data).hexdigest() != digest:
+            )
+        if isinstance(got, BaseException):
+            raise StoreError(f"{self.url}: cannot read object {digest}: {got}")
+        if hashlib.sha256(got).hexdigest() != digest:
             raise StoreError(
                 f"{self.url}: object {digest} is corrupt (its content hashes differently)"
             )
-        return data
+        return got
 
     # -- documents --------------------------------------------------------------------------
 
@@ -331,18 +339,7 @@ class DeploymentStore:
         except OSError as e:
             raise StoreError(f"{self.url}: cannot read objects: {e}") from None
         for digest, path in zip(missing, paths, strict=True):
-            data = found.get(path) if isinstance(found, dict) else None
-            if isinstance(data, FileNotFoundError) or data is None:
-                raise StoreError(
-                    f"{self.url}: object {digest} is missing (a version's file was deleted "
-                    "from the store)"
-                )
-            if isinstance(data, BaseException):
-                raise StoreError(f"{self.url}: cannot read object {digest}: {data}")
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise StoreError(
-                    f"{self.url}: object {digest} is corrupt (its content hashes differently)"
-                )
+            data = self._verified(digest, found.get(path) if isinstance(found, dict) else None)
             local = objects / digest[:2] / digest
             _mkdir(local.parent, made)
             if self._local:
