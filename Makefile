@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python benchmarks/serve_stalls.py
 	$(BIN)/python benchmarks/bench_feature_store.py
 	$(BIN)/python benchmarks/bench_remote.py
+	$(BIN)/python benchmarks/bench_image.py
 
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup

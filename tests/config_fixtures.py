@@ -101,3 +101,28 @@ class Deployment:
         for issue in self.error().issues:
             out.setdefault(issue.path, []).append(issue.message)
         return out
+
+
+def write_placeholder_map(config: Path, predictor: str, reference: str = "fraud-v1") -> None:
+    """A default map for ``predictor`` as ``config`` now defines it (maps are bound to their
+    predictor's fingerprint), fitted on raw scores spread evenly over [0, 0.6]: for tests
+    that add or change a predictor and care about its experts, not its map."""
+    import numpy as np
+
+    from muse.artifacts import QuantileArtifact, reference_digest, write_artifact
+    from muse.transforms import QuantileMap
+
+    loaded = load_config(config, require_transforms=False)
+    r = loaded.references[reference]
+    folder = loaded.spec.predictors[predictor].transforms
+    write_artifact(
+        config.parent / folder,
+        QuantileArtifact(
+            quantile_map=QuantileMap.fit(np.linspace(0.0, 0.6, 2001), r),
+            fingerprint=loaded.fingerprints[predictor],
+            reference=reference,
+            reference_digest=reference_digest(r),
+            version=0,
+            predictor=predictor,
+        ),
+    )

@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "muse"
 #: Layer of each top-level module or package of muse; a module may import its own layer or below.
 LAYERS: dict[str, int] = {
     "errors": 0,
+    "extras": 0,
     "types": 0,
     "fingerprint": 0,
     "resilience": 0,
@@ -43,6 +44,7 @@ LAYERS: dict[str, int] = {
     "scorelog": 4,
     "fitting": 5,
     "fleet": 5,
+    "export": 5,
     "evaluation": 5,
     "serving": 5,
     "cli": 6,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -55,6 +56,7 @@ __all__ = [
     "features",
     "free_port",
     "metric_value",
+    "readme_examples",
     "wait_until",
 ]
 
@@ -77,6 +79,17 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 
 T = TypeVar("T")
+
+#: A README example: ``$ curl … /v1/score … -d 'BODY'`` and, on the next line, the response.
+_README_EXAMPLE = re.compile(
+    r"^\$ curl -s -X POST \S+(/v1/score) .*?-d '(\{.*\})'\n(\{.*\})$", re.M
+)
+
+
+def readme_examples() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The README's ``curl`` examples: (path, request body, the response it shows)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return [(m[1], json.loads(m[2]), json.loads(m[3])) for m in _README_EXAMPLE.finditer(text)]
 
 
 def wait_until(

@@ -9,12 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from muse.artifacts import QuantileArtifact, reference_digest, write_artifact
-from muse.config import load_config
-from muse.transforms import QuantileMap
+from tests.config_fixtures import write_placeholder_map
 from tests.e2e.support import SAMPLE, Deployment, MuseProcess, event
 from tests.modelservers.support import StartServer
 from tests.modelservers.test_kserve_backend import FEATURES
@@ -59,19 +56,7 @@ def remote_deployment(root: Path, triton_http: str, *, remote: bool) -> Deployme
             },
         )
         doc["routing"]["shadowRules"] = []
-    loaded = load_config(d.config, require_transforms=False)
-    reference = loaded.references["fraud-v1"]
-    write_artifact(
-        d.root / "transforms" / "mixed-v1",
-        QuantileArtifact(
-            quantile_map=QuantileMap.fit(np.linspace(0.0, 0.6, 2001), reference),
-            fingerprint=loaded.fingerprints["mixed-v1"],
-            reference="fraud-v1",
-            reference_digest=reference_digest(reference),
-            version=0,
-            predictor="mixed-v1",
-        ),
-    )
+    write_placeholder_map(d.config, "mixed-v1")
     return d
 
 

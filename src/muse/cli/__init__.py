@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import typer
 
+from muse.extras import MissingExtraError
+
 app = typer.Typer(
     name="muse",
     help="Serve multi-tenant risk scores whose distribution survives model updates.",
@@ -33,6 +35,9 @@ def invoke(args: Sequence[str]) -> int:
     """
     try:
         result = app(list(args), standalone_mode=False)
+    except MissingExtraError as e:
+        _missing_extra(e)
+        return 2
     except typer.Exit as e:
         return int(e.exit_code)
     except SystemExit as e:
@@ -40,12 +45,23 @@ def invoke(args: Sequence[str]) -> int:
     return result if isinstance(result, int) else 0
 
 
-from muse.cli import batch, core, demo, fleet, lifecycle, report  # noqa: E402, F401  (they register their commands)
+from muse.cli import batch, core, demo, export, fleet, lifecycle, report  # noqa: E402, F401  (they register their commands)
 
 
 def main() -> None:
     """Console-script entry point."""
     try:
         app()
+    except MissingExtraError as e:
+        _missing_extra(e)
+        sys.exit(2)
     except KeyboardInterrupt:  # pragma: no cover - interactive only
         sys.exit(130)
+
+
+def _missing_extra(e: MissingExtraError) -> None:
+    """An optional dependency a command needs is not installed (a scoring image lacks the
+    ``reports`` extra, say): the install line, not a traceback."""
+    from muse.cli._common import err
+
+    err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)

@@ -160,6 +160,7 @@ def serve(
             help="With --store: the score lake every version writes to (folder or fsspec "
             "URL); needed when the versions' lake is a relative folder.",
             show_default=False,
+            envvar="MUSE_LAKE",
         ),
     ] = None,
     cache: Annotated[
@@ -176,6 +177,7 @@ def serve(
             help="With --store: this replica's name in the store (default: <host>-<pid>; "
             "with several workers each is <name>-<pid>).",
             show_default=False,
+            envvar="MUSE_REPLICA",
         ),
     ] = None,
     poll: Annotated[
@@ -207,9 +209,14 @@ def serve(
         assert store is not None
         _serve_store(store, host, port, workers, lake, cache, replica, poll, log_level)
         return
-    for flag, value in (("--lake", lake), ("--cache", cache), ("--replica", replica)):
+    for flag, env, value in (
+        ("--lake", "MUSE_LAKE", lake),
+        ("--cache", None, cache),
+        ("--replica", "MUSE_REPLICA", replica),
+    ):
         if value is not None:
-            fail(f"{flag} goes with --store (a config file names its own lake)")
+            given = f"{flag} (or ${env})" if env else flag
+            fail(f"{given} goes with --store (a config file names its own lake)")
     pool = ModelPool()
     # Fail fast, with every problem, before binding: the checks the server's start repeats.
     loaded, issues = check_config(config, pool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy.typing as npt
 from rich.markup import escape
@@ -18,6 +19,7 @@ from rich.table import Table
 from muse.evaluation.alignment import BinAlignment
 from muse.evaluation.calibration import CalibrationRow
 from muse.evaluation.compare import Comparison
+from muse.extras import require
 
 __all__ = [
     "Report",
@@ -124,10 +126,7 @@ def calibration_table_view(
 
 def plot_alignment(series: Mapping[str, BinAlignment], path: Path, title: str = "") -> Path:
     """Paper Fig. 4/6: relative error per bin with Wilson error bars, one series each."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never a display
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     names = list(series)
@@ -177,10 +176,7 @@ def plot_reliability(
     Equal-mass bins, as ECE_SWEEP^EM uses: with 1 % fraud, equal-width bins would put
     almost every event in the first bin and leave the upper ones nearly empty.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     y = np.asarray(labels, dtype=np.float64)
@@ -209,3 +205,10 @@ def plot_reliability(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (never a display); ``reports`` extra."""
+    matplotlib = require("matplotlib", "drawing report plots")
+    matplotlib.use("Agg")
+    return require("matplotlib.pyplot", "drawing report plots")

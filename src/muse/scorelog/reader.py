@@ -45,13 +45,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import duckdb
 import fsspec  # type: ignore[import-untyped, unused-ignore]
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from muse.errors import MuseError
+from muse.extras import require
 from muse.scorelog.layout import partition_segment
 from muse.types import ScoreArray
 
@@ -482,7 +482,7 @@ class LakeReader:
         if self._closed:
             raise LakeError(f"LakeReader for {self.url!r} is closed; create a new one")
         if self._con is None:
-            con = duckdb.connect(":memory:")
+            con = _duckdb().connect(":memory:")
             con.sql("SET TimeZone = 'UTC'")  # Arrow timestamps come out tagged UTC
             self._con = con
         return self._con
@@ -505,10 +505,16 @@ class LakeReader:
         subject: str | None = None,
     ) -> Any:
         """``fetch`` applied to the query's relation; DuckDB errors become :class:`LakeError`."""
+        duckdb = _duckdb()
         try:
             return fetch(self._connection().sql(sql, params=list(params)))
         except duckdb.Error as e:
             raise LakeError(f"{subject or f'score lake {self.url!r}'}: {e}") from e
+
+
+def _duckdb() -> Any:
+    """DuckDB, from the ``reports`` extra: only the lake's readers need it, never a replica."""
+    return require("duckdb", "reading the score lake")
 
 
 def _rows_sql(

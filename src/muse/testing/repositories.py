@@ -28,11 +28,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
+from muse.export.triton import (
+    MODEL_VERSION,
+    TRITON_INPUT,
+    TRITON_OUTPUT,
+    Datatype,
+    ExportError,
+    LightGBMModelFile,
+    TritonModel,
+    write_triton_repository,
+)
+from muse.export.triton import read_lightgbm_header as _read_header
 from muse.testing.venvs import ModelServerError
 
 __all__ = [
@@ -45,52 +55,25 @@ __all__ = [
     "triton_repository",
 ]
 
-#: Input tensor name of every Triton model made by :func:`triton_repository`.
-TRITON_INPUT = "features"
-#: Output tensor name of every Triton model made by :func:`triton_repository`.
-TRITON_OUTPUT = "probability"
 #: Output tensor name of MLServer's LightGBM runtime (fixed by ``mlserver_lightgbm``).
 MLSERVER_OUTPUT = "predict"
-#: Version folder / version string of every generated model.
-MODEL_VERSION = "1"
-#: Datatypes the generated Triton models accept.
-Datatype = Literal["FP32", "FP64"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_TRITON_MODEL = Path(__file__).resolve().parent / "triton_model.py"
 
 
-@dataclass(frozen=True, slots=True)
-class LightGBMModelFile:
-    """The header facts of a LightGBM text model that a server repository needs."""
-
-    path: Path
-    feature_names: tuple[str, ...]
-
-    @property
-    def n_features(self) -> int:
-        return len(self.feature_names)
+@contextmanager
+def _as_server_error() -> Iterator[None]:
+    """The production exporter's errors, as this module's callers expect them."""
+    try:
+        yield
+    except ExportError as e:
+        raise ModelServerError(str(e)) from e
 
 
 def read_lightgbm_header(path: Path) -> LightGBMModelFile:
     """Feature names of a LightGBM text model (``Booster.save_model``), read from its header."""
-    label = f"LightGBM model {str(path)!r}"
-    try:
-        with path.open("rb") as f:
-            head = [f.readline().decode("utf-8", errors="replace").strip() for _ in range(64)]
-    except OSError as exc:
-        raise ModelServerError(f"{label} could not be read: {exc}") from exc
-    fields = dict(line.split("=", 1) for line in head if "=" in line)
-    if head[0] != "tree" or "max_feature_idx" not in fields:
-        raise ModelServerError(
-            f"{label} is not a LightGBM text model: expected a 'tree' header with "
-            f"max_feature_idx, got first line {head[0]!r}"
-        )
-    n = int(fields["max_feature_idx"]) + 1
-    names = tuple(fields.get("feature_names", "").split())
-    if len(names) != n:
-        names = tuple(f"Column_{i}" for i in range(n))
-    return LightGBMModelFile(path=path, feature_names=names)
+    with _as_server_error():
+        return _read_header(path)
 
 
 def triton_repository(
@@ -105,25 +88,20 @@ def triton_repository(
     ``models`` maps a model name to its ``.txt`` file; each becomes ``dest/<name>/`` with a
     ``config.pbtxt`` (Python backend, input ``features`` [-1, n], output ``probability``
     [-1, 1], both ``datatype``, dynamic batching up to ``max_batch_size`` rows) and
-    ``1/model.py`` + ``1/model.txt``. The feature names are in the config's parameters
-    (``GET /v2/models/<name>/config``). Existing model folders of those names are replaced.
-    Returns ``dest``.
+    ``1/model.py`` + ``1/model.txt``: what ``muse export triton-repository`` writes
+    (:mod:`muse.export.triton`), with its default tensor names. Existing model folders of
+    those names are replaced. Returns ``dest``.
     """
-    if datatype not in ("FP32", "FP64"):
-        raise ModelServerError(f"datatype must be 'FP32' or 'FP64', got {datatype!r}")
-    if max_batch_size < 1:
-        raise ModelServerError(f"max_batch_size must be at least 1, got {max_batch_size!r}")
-    files = _check_models(models)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, model in files.items():
-        folder = _fresh(dest / name)
-        version = folder / MODEL_VERSION
-        version.mkdir()
-        shutil.copyfile(model.path, version / "model.txt")
-        shutil.copyfile(_TRITON_MODEL, version / "model.py")
-        (folder / "config.pbtxt").write_text(
-            _triton_config(name, model, datatype, max_batch_size), encoding="utf-8"
-        )
+    _check_models(models)
+    with _as_server_error():
+        specs = [
+            TritonModel(name=n, file=Path(p), datatype=datatype, max_batch_size=max_batch_size)
+            for n, p in models.items()
+        ]
+        for name in models:
+            if (dest / name).exists():
+                shutil.rmtree(dest / name)
+        write_triton_repository(specs, dest)
     return dest
 
 
@@ -186,24 +164,3 @@ def _fresh(folder: Path) -> Path:
 
 def _write_json(path: Path, doc: object) -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-
-
-def _triton_config(
-    name: str, model: LightGBMModelFile, datatype: Datatype, max_batch_size: int
-) -> str:
-    names = ",".join(model.feature_names)
-    return f"""\
-# Generated by muse.testing.triton_repository from {model.path.name}.
-name: "{name}"
-backend: "python"
-max_batch_size: {max_batch_size}
-input [
-  {{ name: "{TRITON_INPUT}", data_type: TYPE_{datatype}, dims: [ {model.n_features} ] }}
-]
-output [
-  {{ name: "{TRITON_OUTPUT}", data_type: TYPE_{datatype}, dims: [ 1 ] }}
-]
-instance_group [ {{ count: 1, kind: KIND_CPU }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 0 }}
-parameters {{ key: "feature_names", value: {{ string_value: "{names}" }} }}
-"""

@@ -1,11 +1,12 @@
 """Triton Python-backend model serving one LightGBM binary classifier.
 
-Not imported by muse: :func:`muse.testing.triton_repository` copies this file as
-``<model>/1/model.py`` next to ``model.txt``. Triton's backend stub embeds the Python
-interpreter it was started with and does not see the venv's packages (nor honour
-``PYTHONPATH``), so the venv's site-packages comes from ``MUSE_TRITON_SITE_PACKAGES``,
-which :func:`muse.testing.start_triton` sets; it goes first on ``sys.path`` so the venv's
-numpy (< 2, which the stub is built against) wins over any numpy of the base interpreter.
+Not imported by muse: :mod:`muse.export.triton` copies this file as ``<model>/<version>/
+model.py`` next to ``model.txt``. A production Triton image has lightgbm installed where its
+Python backend finds it. In the tests, Triton's backend stub embeds the interpreter it was
+started with and sees no venv (nor honours ``PYTHONPATH``), so the venv's site-packages
+comes from ``MUSE_TRITON_SITE_PACKAGES``, which :func:`muse.testing.start_triton` sets; it
+goes first on ``sys.path`` so the venv's numpy (< 2, which the stub is built against) wins
+over any numpy of the base interpreter.
 
 With dynamic batching Triton hands ``execute`` several requests at once: their rows are
 scored in one LightGBM call and split back, so each response holds its own request's rows.
