@@ -158,10 +158,9 @@ def main() -> None:
         t_tools = timed(
             "tools image (reports)", build, docker, "muse-base:bench", "muse:bench-tools", "reports"
         )
-        sizes = {
-            tag: (docker.image_size(tag), environment_bytes(docker, tag))
-            for tag in ("muse-base:bench", "muse:bench", "muse:bench-tools")
-        }
+        sizes = {"muse-base:bench": (docker.image_size("muse-base:bench"), 0)}
+        for tag in ("muse:bench", "muse:bench-tools"):
+            sizes[tag] = (docker.image_size(tag), environment_bytes(docker, tag))
         with tempfile.TemporaryDirectory(prefix="muse-bench-image-") as tmp:
             root = Path(tmp)
             quickstart = Quickstart.copy_quickstart(root / "deploy")
