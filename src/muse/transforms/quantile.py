@@ -53,6 +53,37 @@ def default_levels(n_quantiles: int = 1000) -> ScoreArray:
     return np.unique(np.concatenate((uniform, tail)))
 
 
+def _repeated_quantile(
+    values: ScoreArray, ends: ScoreArray, total: float, levels: ScoreArray
+) -> ScoreArray:
+    """``numpy.quantile(repeated, levels)`` (linear) of the sorted sample in which
+    ``values[i]`` fills positions ``[ends[i-1], ends[i])``, without building it.
+
+    The same steps, in the same floating-point order, as numpy's linear method: virtual
+    index ``(n - 1) · level``, its floor and the next position (both the last one at or past
+    the end), ``gamma`` = index − floor, and numpy's ``_lerp`` (from the upper value when
+    gamma >= 0.5), so integer weights give numpy's very bits.
+    """
+    virtual = (total - 1.0) * levels
+    previous = np.floor(virtual)
+    above = virtual >= total - 1.0
+    below = virtual < 0.0
+    next_ = previous + 1.0
+    previous = np.where(above, total - 1.0, np.where(below, 0.0, previous))
+    next_ = np.where(above, total - 1.0, np.where(below, 0.0, next_))
+    # numpy's gamma uses the floor it indexes with; past the end that index is -1 (the last
+    # element), which only matters through lerp(a, a, ·) = a.
+    floor_index = np.where(above, -1.0, np.where(below, 0.0, np.floor(virtual)))
+    gamma = virtual - floor_index
+    a = values[np.searchsorted(ends, previous, side="right")]
+    b = values[np.searchsorted(ends, next_, side="right")]
+    diff = b - a
+    out = a + diff * gamma
+    upper = gamma >= 0.5
+    out[upper] = (b - diff * (1.0 - gamma))[upper]
+    return out
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class QuantileMap:
     """A fitted T^Q: strictly increasing ``source`` knots → non-decreasing ``target`` knots.
@@ -126,6 +157,7 @@ class QuantileMap:
         n_quantiles: int = 1000,
         *,
         levels: npt.ArrayLike | None = None,
+        weights: npt.ArrayLike | None = None,
     ) -> QuantileMap:
         """Fit T^Q on one tenant's raw aggregates so its mapped scores follow ``reference``.
 
@@ -134,12 +166,22 @@ class QuantileMap:
         several levels can share one source quantile; those knots are merged into one, placed
         at the middle of the tied value's probability span in the sample, so T^Q stays a
         function and a tied score gets the reference quantile of its median rank.
+
+        ``weights`` (one per score, finite, >= 0, not all 0) weigh events, e.g. by age, so a
+        refit can favour recent traffic without dropping older events. A weight of 2 counts
+        the event twice: with integer weights the map is *exactly* the map of the sample with
+        each event repeated that many times (same knots, bit for bit), and real weights
+        interpolate between those. ``n_samples`` is then the total weight, rounded (at least
+        1); a refit policy that needs the sample's statistical size uses the effective size
+        of its weights (Kish) instead.
         """
+        grid = default_levels(n_quantiles) if levels is None else _check_levels(levels)
+        if weights is not None:
+            return cls._fit_weighted(raw_scores, weights, reference, grid)
         x = np.sort(as_finite(raw_scores, "raw_scores").ravel())
         n = x.size
         if n == 0:
             raise ValueError("cannot fit a quantile map on an empty sample")
-        grid = default_levels(n_quantiles) if levels is None else _check_levels(levels)
         q = np.quantile(x, grid)
         # np.quantile can return values one ulp out of order on nearly tied data.
         q = np.maximum.accumulate(q)
@@ -157,6 +199,59 @@ class QuantileMap:
         target = np.clip(reference.ppf(p), 0.0, 1.0)
         target = np.maximum.accumulate(target)
         return cls(source=src, target=target, levels=p, n_samples=int(n))
+
+    @classmethod
+    def _fit_weighted(
+        cls,
+        raw_scores: npt.ArrayLike,
+        weights: npt.ArrayLike,
+        reference: Reference,
+        grid: ScoreArray,
+    ) -> QuantileMap:
+        """:meth:`fit` with event weights, on the sample "each event repeated w times".
+
+        The repeated sample is never built (weights may be large or fractional): sorted
+        position k of it is the event whose cumulative weight first exceeds k. numpy has no
+        weighted linear quantile with this repetition semantics, so its linear method is
+        mirrored here operation by operation (``_repeated_quantile``); a property test holds
+        it to ``numpy.quantile`` of the repeated sample, bit for bit.
+        """
+        x = as_finite(raw_scores, "raw_scores").ravel()
+        w = as_finite(weights, "weights").ravel()
+        if w.shape != x.shape:
+            raise ValueError(
+                f"weights must give one weight per score: {w.size} weights for {x.size} scores"
+            )
+        if w.size and w.min() < 0.0:
+            raise ValueError(f"weights must be >= 0, got {float(w.min())!r}")
+        keep = w > 0.0
+        x, w = x[keep], w[keep]
+        if x.size == 0:
+            raise ValueError("cannot fit a quantile map on an empty sample (no positive weight)")
+        order = np.argsort(x, kind="stable")
+        x, w = x[order], w[order]
+        # Merge equal scores: one position span per distinct value.
+        values, starts = np.unique(x, return_index=True)
+        span = np.add.reduceat(w, starts)
+        ends = np.cumsum(span)  # the repeated sample's positions of value i: [ends[i-1], ends[i])
+        total = float(ends[-1])
+        q = _repeated_quantile(values, ends, total, grid)
+        q = np.maximum.accumulate(q)
+        src, first = np.unique(q, return_index=True)
+        p = grid[first].copy()
+        if total <= 1.0:
+            p[:] = 0.5
+        else:
+            # The repeated sample's integer positions holding the value: ceil(start) up to
+            # ceil(end) - 1 (for integer weights, exactly the unweighted lo..hi).
+            i = np.minimum(np.searchsorted(values, src), values.size - 1)
+            lo = np.ceil(np.where(i > 0, ends[i - 1], 0.0))
+            hi = np.minimum(np.ceil(ends[i]) - 1.0, np.floor(total - 1.0))
+            tied = (values[i] == src) & (hi > lo)
+            p[tied] = (lo[tied] + hi[tied]) / (2.0 * (total - 1.0))
+        target = np.clip(reference.ppf(p), 0.0, 1.0)
+        target = np.maximum.accumulate(target)
+        return cls(source=src, target=target, levels=p, n_samples=max(1, round(total)))
 
     # -- mapping ------------------------------------------------------------------------
 
