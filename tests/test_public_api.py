@@ -67,14 +67,22 @@ PUBLIC = {
         "venv_path",
     ],
     "muse.fitting": [
+        "DEFAULT_LEVELS",
         "BetaMixture",
         "BetaMixtureParams",
+        "Candidate",
+        "DriftVerdict",
         "InsufficientSamplesError",
+        "LevelCheck",
+        "RefreshChoice",
         "TenantFit",
+        "choose_refresh",
         "cold_start_map",
+        "drift_verdict",
         "fit_beta_mixture",
         "fit_tenant_map",
         "mixture_jsd",
+        "refresh_map",
         "required_samples",
     ],
     "muse.evaluation": [
@@ -182,6 +190,9 @@ def test_all_is_pinned(module: str) -> None:
         ("muse.transforms:posterior_correction", ["scores", "beta"]),
         ("muse.transforms:weighted_mean", ["scores", "weights"]),
         ("muse.fitting:required_samples", ["alert_rate", "rel_error", "z"]),
+        # the refresh policy, as outside evaluation harnesses call it
+        ("muse.fitting:refresh_map", ["windows", "reference", "options"]),
+        ("muse.fitting:drift_verdict", ["final_scores", "reference", "levels", "rel_error", "z"]),
         ("muse.config:load_config", ["path", "require_transforms"]),
         (
             "muse.fitting:fit_beta_mixture",
@@ -212,6 +223,11 @@ def test_contract_methods_exist() -> None:
         "n_quantiles",
     ]
     assert inspect.signature(QuantileMap.fit).parameters["n_quantiles"].default == 1000
+    weights = inspect.signature(QuantileMap.fit).parameters["weights"]
+    assert weights.kind is inspect.Parameter.KEYWORD_ONLY
+    assert weights.default is None
+    refresh = inspect.signature(importlib.import_module("muse.fitting").refresh_map).parameters
+    assert refresh["options"].kind is inspect.Parameter.VAR_KEYWORD
     for name in ("beta", "from_samples", "from_quantiles", "ppf", "cdf"):
         assert callable(getattr(Reference, name))
     for name in ("to_dict", "from_dict", "__call__"):

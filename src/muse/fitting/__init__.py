@@ -1,5 +1,6 @@
 """Fitting T^Q maps offline (paper §2.3.3, §2.4): tenant maps from the score lake, guarded by
-Eq. 5, and a predictor's cold-start default map from a Beta mixture of its training scores."""
+Eq. 5, a predictor's cold-start default map from a Beta mixture of its training scores, and
+the automated refresh (§5): the drift monitor's verdict and the refit policy."""
 
 from muse.fitting.cold_start import (
     BetaMixture,
@@ -8,17 +9,27 @@ from muse.fitting.cold_start import (
     fit_beta_mixture,
     mixture_jsd,
 )
+from muse.fitting.drift import DEFAULT_LEVELS, DriftVerdict, LevelCheck, drift_verdict
 from muse.fitting.quantiles import InsufficientSamplesError, TenantFit, fit_tenant_map
+from muse.fitting.refresh import Candidate, RefreshChoice, choose_refresh, refresh_map
 from muse.fitting.sample_size import required_samples
 
 __all__ = [
+    "DEFAULT_LEVELS",
     "BetaMixture",
     "BetaMixtureParams",
+    "Candidate",
+    "DriftVerdict",
     "InsufficientSamplesError",
+    "LevelCheck",
+    "RefreshChoice",
     "TenantFit",
+    "choose_refresh",
     "cold_start_map",
+    "drift_verdict",
     "fit_beta_mixture",
     "fit_tenant_map",
     "mixture_jsd",
+    "refresh_map",
     "required_samples",
 ]
