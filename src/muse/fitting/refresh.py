@@ -8,9 +8,11 @@ or all of them with weights decaying by age — is backtested on the tenant's re
 for each of the last ``backtest`` periods, fit on what came before it with the candidate's
 rule, map that period's raw aggregates, and measure the relative alert-rate error at the
 alert levels (``|observed / a − 1|`` at ``t_a = F_R⁻¹(1 − a)``; a level counts only once
-the period holds enough events to expect ``min_alerts`` alerts at it). The candidate with
-the smallest mean error wins, ties to the one that fits on more events, and is fitted on
-all periods to serve the next one.
+the period holds enough events to expect ``min_alerts`` alerts at it). Among the
+candidates that do as well as the best one within one standard error of their paired
+difference, the one that fits on the most (effective) events wins — small periods make the
+backtest itself noisy, and noise must not buy a narrow window — and is fitted on all
+periods to serve the next.
 
 A candidate is never fitted on fewer events than its alert levels need (Eq. 5 at
 ``alert_rate``, ``rel_error``, ``z``, on the weights' effective sample size); when no
@@ -156,40 +158,60 @@ def choose_refresh(
         return QuantileMap.fit(scores, reference, n_quantiles, weights=weights)
 
     targets = range(max(1, len(periods) - backtest), len(periods))
-    scores: dict[str, float] = {}
+    # Each candidate's error on each backtest period (NaN: not enough events to fit or judge).
+    errors: dict[str, npt.NDArray[np.float64]] = {}
     for candidate in candidates:
-        errors = []
+        row = []
         for t in targets:
             qmap = fit(candidate, periods[:t])
-            if qmap is not None:
-                errors.append(
-                    alert_rate_error(qmap, periods[t], reference, levels, min_alerts=min_alerts)
-                )
-        finite = [e for e in errors if not math.isnan(e)]
-        scores[candidate.name] = float(np.mean(finite)) if finite else math.nan
+            row.append(
+                math.nan
+                if qmap is None
+                else alert_rate_error(qmap, periods[t], reference, levels, min_alerts=min_alerts)
+            )
+        errors[candidate.name] = np.array(row, dtype=np.float64)
+    scores = {
+        name: float(np.nanmean(e)) if np.isfinite(e).any() else math.nan
+        for name, e in errors.items()
+    }
 
-    fitted: list[tuple[float, float, Candidate, QuantileMap]] = []
+    fitted: list[tuple[Candidate, QuantileMap, float]] = []
     for candidate in candidates:
         qmap = fit(candidate, periods)
-        if qmap is None:
-            continue
-        sample, weights = candidate.sample(periods)
-        error = scores[candidate.name]
-        # Unscored candidates rank after scored ones; then more events first.
-        rank = error if not math.isnan(error) else math.inf
-        fitted.append((rank, -effective_size(weights, sample.size), candidate, qmap))
+        if qmap is not None:
+            sample, weights = candidate.sample(periods)
+            fitted.append((candidate, qmap, effective_size(weights, sample.size)))
     if not fitted:
         n = int(sum(p.size for p in periods))
         raise InsufficientSamplesError(n, required, alert_rate=guarded, rel_error=rel_error)
-    _, neg_size, best, qmap = min(fitted, key=lambda f: (f[0], f[1]))
+    scored = [f for f in fitted if not math.isnan(scores[f[0].name])]
+    if scored:
+        top = min(scored, key=lambda f: scores[f[0].name])[0].name
+        pool = [f for f in scored if _as_good(errors[f[0].name], errors[top])]
+    else:
+        pool = fitted  # nothing could be backtested (one period): fit on the most events
+    best, qmap, size = max(pool, key=lambda f: f[2])
     return RefreshChoice(
         quantile_map=qmap,
         candidate=best,
         backtest=scores,
         n_events=int(best.sample(periods)[0].size),
-        effective_events=-neg_size,
+        effective_events=size,
         required=required,
     )
+
+
+def _as_good(errors: npt.NDArray[np.float64], best: npt.NDArray[np.float64]) -> bool:
+    """Does a candidate do as well as the best one within the backtest's own noise? Paired
+    on the periods both were judged on (the periods' noise is common to both): the mean
+    excess error is at most one standard error of it."""
+    both = np.isfinite(errors) & np.isfinite(best)
+    d = errors[both] - best[both]
+    if d.size == 0:
+        return False
+    if d.size == 1:
+        return bool(d[0] <= 0.0)
+    return bool(d.mean() <= d.std(ddof=1) / math.sqrt(d.size))
 
 
 def refresh_map(
