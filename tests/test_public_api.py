@@ -75,6 +75,7 @@ PUBLIC = {
         "InsufficientSamplesError",
         "LevelCheck",
         "RefreshChoice",
+        "TenantDrift",
         "TenantFit",
         "choose_refresh",
         "cold_start_map",
@@ -82,8 +83,10 @@ PUBLIC = {
         "fit_beta_mixture",
         "fit_tenant_map",
         "mixture_jsd",
+        "monitor_lake",
         "refresh_map",
         "required_samples",
+        "threshold_levels",
     ],
     "muse.evaluation": [
         "AlignmentBin",

@@ -10,6 +10,7 @@ from muse.fitting.cold_start import (
     mixture_jsd,
 )
 from muse.fitting.drift import DEFAULT_LEVELS, DriftVerdict, LevelCheck, drift_verdict
+from muse.fitting.monitor import TenantDrift, monitor_lake, threshold_levels
 from muse.fitting.quantiles import InsufficientSamplesError, TenantFit, fit_tenant_map
 from muse.fitting.refresh import Candidate, RefreshChoice, choose_refresh, refresh_map
 from muse.fitting.sample_size import required_samples
@@ -23,6 +24,7 @@ __all__ = [
     "InsufficientSamplesError",
     "LevelCheck",
     "RefreshChoice",
+    "TenantDrift",
     "TenantFit",
     "choose_refresh",
     "cold_start_map",
@@ -30,6 +32,8 @@ __all__ = [
     "fit_beta_mixture",
     "fit_tenant_map",
     "mixture_jsd",
+    "monitor_lake",
     "refresh_map",
     "required_samples",
+    "threshold_levels",
 ]
