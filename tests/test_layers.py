@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "fitting": 5,
     "fleet": 5,
     "export": 5,
+    "refresh": 5,
     "evaluation": 5,
     "serving": 5,
     "cli": 6,

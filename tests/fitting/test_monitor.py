@@ -70,6 +70,19 @@ def test_each_live_tenant_is_judged_on_the_map_it_is_served_now(lake: str) -> No
     assert [c.level for c in found["bank3"].verdict.levels] == [0.05]
 
 
+def test_only_the_map_deployed_now_is_judged(lake: str) -> None:
+    """Just after a refit went live, the lake holds only its predecessor's rows: nothing
+    to judge yet, rather than blaming the new map for the old one's drift."""
+    with LakeReader(lake) as reader:
+        (bank2,) = monitor_lake(reader, P, R, tenants=["bank2"], served={"bank2": "v2"})
+        (bank1,) = monitor_lake(reader, P, R, tenants=["bank1"], served={"bank1": "v1"})
+    assert bank2.tq_version == "v2"
+    assert bank2.verdict.verdict == "too_few_events"
+    assert bank2.verdict.n == 0
+    assert bank1.verdict.n == 3_000  # v1's rows, drifted
+    assert bank1.verdict.verdict == "drifting"
+
+
 def test_a_tenant_without_rows_is_too_few_events(lake: str) -> None:
     with LakeReader(lake) as reader:
         (only,) = monitor_lake(reader, P, R, tenants=["bank9"])

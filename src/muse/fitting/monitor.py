@@ -2,8 +2,8 @@
 
 For one predictor, the tenants it served live in the window are listed and each one's
 final scores read back with DuckDB (:class:`~muse.scorelog.LakeReader`); the rows of the
-map version the tenant is served *now* (the latest ``tq_version`` of the window) are
-judged by :func:`~muse.fitting.drift.drift_verdict` at the tenant's alert levels — the
+map version the tenant is served *now* (the deployed map's label, else the latest
+``tq_version`` of the window) are judged by :func:`~muse.fitting.drift.drift_verdict` at the tenant's alert levels — the
 reference alert rates ``1 − F_R(t)`` of its configured thresholds ``t``
 (``tenants.<name>.thresholds``), else :data:`~muse.fitting.drift.DEFAULT_LEVELS`. Rows of
 an older map are left out: a refit that went live mid-window must not be blamed for the
@@ -53,14 +53,18 @@ def monitor_lake(
     window: Window | None = None,
     tenants: Sequence[str] | None = None,
     levels: Mapping[str, Sequence[float]] | None = None,
+    served: Mapping[str, str] | None = None,
     rel_error: float = 0.2,
     z: float = 1.96,
 ) -> list[TenantDrift]:
     """Judge each tenant ``predictor`` served live in ``window`` (or those of ``tenants``).
 
     ``levels`` maps a tenant to its alert levels (see :func:`threshold_levels`); tenants
-    absent from it get :data:`DEFAULT_LEVELS`. A tenant with no live rows gets a
-    ``too_few_events`` verdict on 0 events.
+    absent from it get :data:`DEFAULT_LEVELS`. ``served`` maps a tenant to the ``tq_version``
+    it is deployed with now (a map's ``label``): only rows of that map are judged, so a map
+    just promoted is not blamed for its predecessor's rows; without it, the latest version
+    seen in the window is judged. A tenant with no such rows gets a ``too_few_events``
+    verdict on 0 events.
     """
     names = (
         list(tenants)
@@ -72,8 +76,11 @@ def monitor_lake(
         table = reader.scores(predictor, tenant, role="live", window=window)
         version = ""
         scores = np.empty(0, dtype=np.float64)
-        if table.num_rows:
+        if served is not None and tenant in served:
+            version = served[tenant]
+        elif table.num_rows:
             version = str(table.column("tq_version")[-1].as_py())
+        if table.num_rows and version:
             current = table.filter(pc.equal(table.column("tq_version"), version))
             scores = current.column("score").to_numpy()
         tenant_levels = (levels or {}).get(tenant, DEFAULT_LEVELS)

@@ -1,0 +1,243 @@
+"""A refresh pass end to end on a real store and a real lake: a tenant whose traffic drifted
+is detected, refitted, validated on held-out events, published and promoted; its alert
+rates are back on R; a tenant with too few events is left alone and says why; a candidate
+that fails validation is not promoted; every decision is in the store's audit record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import Result
+
+from muse.config import LoadedConfig, load_config
+from muse.fleet import DeploymentStore
+from muse.fleet.promotion import promote
+from muse.fleet.publish import publish
+from muse.refresh import RefreshError, refresh_history, run_refresh
+from muse.scorelog import LakeRow, LakeWriter
+from muse.transforms import QuantileMap
+from tests.cli_support import invoke
+from tests.config_fixtures import Deployment as Quickstart
+
+END = datetime(2026, 12, 1, tzinfo=UTC)
+DAYS = 14
+PER_DAY = 2_500
+
+
+def drifted_raw(qmap: QuantileMap, u: np.ndarray) -> np.ndarray:
+    """Raw aggregates whose tail is twice as heavy as the one ``qmap`` was fitted on: the
+    served map puts twice the promised share above every threshold."""
+    return np.interp((1.0 + u) / 2.0, qmap.levels, qmap.source)
+
+
+def lake_rows(
+    loaded: LoadedConfig, tenant: str, predictor: str, raw: np.ndarray, day: int
+) -> Iterable[LakeRow]:
+    transforms = loaded.transforms[predictor]
+    current = transforms.tenants.get(tenant, transforms.default)
+    scores = current.quantile_map(raw)
+    start = END - timedelta(days=DAYS - day)
+    step = timedelta(days=1) / max(1, raw.size)
+    for i, (r, s) in enumerate(zip(raw, scores, strict=True)):
+        yield LakeRow(
+            event_id=f"{tenant}-{day}-{i}",
+            timestamp=start + i * step,
+            tenant=tenant,
+            intent={"tenant": tenant},
+            predictor=predictor,
+            role="live",
+            fingerprint=loaded.fingerprints[predictor],
+            tq_version=current.label,
+            raw=float(r),
+            score=float(s),
+            experts={},
+            latency_ms=1.0,
+            config_version="cfg",
+        )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> tuple[DeploymentStore, str, LoadedConfig]:
+    quickstart = Quickstart.copy_quickstart(tmp_path / "deploy")
+    store = DeploymentStore(tmp_path / "store")
+    promote(store, publish(quickstart.config, store).version.id, switch_delay_s=0)
+    return store, str(tmp_path / "lake"), load_config(quickstart.config)
+
+
+def write_traffic(lake: str, loaded: LoadedConfig, *, late_shift: bool = False) -> None:
+    rng = np.random.default_rng(5)
+    bank1 = loaded.transforms["ensemble-v1"].tenants["bank1"].quantile_map
+    with LakeWriter(lake) as writer:
+        for day in range(DAYS):
+            u = rng.random(PER_DAY)
+            if late_shift and day >= DAYS - 3:
+                u = (1.0 + u) / 2.0  # the last days drift again: the candidate cannot keep up
+            writer.append(
+                list(lake_rows(loaded, "bank1", "ensemble-v1", drifted_raw(bank1, u), day))
+            )
+        small = loaded.transforms["single-v1"].default.quantile_map
+        writer.append(
+            list(
+                lake_rows(loaded, "fintech3", "single-v1", drifted_raw(small, rng.random(300)), 13)
+            )
+        )
+
+
+def test_a_drifting_tenant_is_refitted_validated_and_promoted(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    store, lake, loaded = fleet
+    write_traffic(lake, loaded)
+    before = store.active()
+    assert before is not None
+    said: list[str] = []
+    result = run_refresh(store, cache=tmp_path / "cache", lake=lake, now=END, say=said.append)
+
+    decisions = {(d.predictor, d.tenant): d for d in result.decisions}
+    bank1 = decisions[("ensemble-v1", "bank1")]
+    assert bank1.verdict == "drifting"
+    assert bank1.action == "refit"
+    assert bank1.old_version == "bank1/v1"
+    assert bank1.new_version == "bank1/v2"
+    assert bank1.new_error is not None
+    assert bank1.old_error is not None
+    assert bank1.new_error < bank1.old_error
+    fintech3 = decisions[("single-v1", "fintech3")]
+    assert fintech3.verdict == "too_few_events"
+    assert fintech3.action == "none"
+    assert "no alert level judged" in fintech3.reason
+    assert result.promoted
+    after = store.active()
+    assert after is not None
+    assert after["version"] == result.published != before["version"]
+
+    # The promoted version serves bank1's new map, and it puts fresh drifted traffic back
+    # on R: within ±10 % of the promised alert rate at 1 %.
+    served = load_config(store.materialize(str(after["version"]), tmp_path / "check"))
+    new = served.transforms["ensemble-v1"].tenants["bank1"]
+    assert new.version == 2
+    assert new.method.startswith("refresh:")
+    old_map = loaded.transforms["ensemble-v1"].tenants["bank1"].quantile_map
+    fresh = drifted_raw(old_map, np.random.default_rng(99).random(200_000))
+    reference = served.references["fraud-v1"]
+    threshold = float(reference.ppf([0.99])[0])
+    assert float(np.mean(new.quantile_map(fresh) > threshold)) == pytest.approx(0.01, rel=0.1)
+    assert float(np.mean(old_map(fresh) > threshold)) == pytest.approx(0.02, rel=0.1)
+
+    (record,) = refresh_history(store)
+    assert record["published"] == result.published
+    assert record["promoted"] is True
+    audited = {(d["predictor"], d["tenant"]): d for d in record["decisions"]}
+    assert audited[("ensemble-v1", "bank1")]["new_version"] == "bank1/v2"
+    assert audited[("ensemble-v1", "bank1")]["policy"] == bank1.policy
+    assert any("bank1: refit" in line for line in said)
+
+
+def test_a_dry_run_decides_but_changes_nothing(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    store, lake, loaded = fleet
+    write_traffic(lake, loaded)
+    before = store.active()
+    result = run_refresh(store, cache=tmp_path / "cache", lake=lake, now=END, dry_run=True)
+    assert [d.action for d in result.decisions if d.tenant == "bank1"] == ["refit"]
+    assert result.outcome == "dry run: 1 map(s) would be promoted"
+    assert store.active() == before
+    assert refresh_history(store) == []
+
+
+def test_a_candidate_that_fails_validation_is_not_promoted_and_is_logged(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    store, lake, loaded = fleet
+    write_traffic(lake, loaded, late_shift=True)
+    before = store.active()
+    result = run_refresh(store, cache=tmp_path / "cache", lake=lake, now=END)
+    (bank1,) = [d for d in result.decisions if d.tenant == "bank1"]
+    assert bank1.action == "failed"
+    assert "drifts on held-out events" in bank1.why or "not closer to R" in bank1.why
+    assert bank1.new_version is None
+    assert not result.promoted
+    assert store.active() == before
+    (record,) = refresh_history(store)
+    assert record["outcome"] == "nothing to promote"
+
+
+def test_a_pass_needs_a_lake_it_can_find(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    store, _, _ = fleet
+    with pytest.raises(RefreshError, match="give --lake"):
+        run_refresh(store, cache=tmp_path / "cache", now=END)
+    with pytest.raises(RefreshError, match="no active version"):
+        run_refresh(DeploymentStore(tmp_path / "empty"), cache=tmp_path / "cache", lake="x")
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def refresh_cli(store: DeploymentStore, lake: str, tmp_path: Path, *args: str) -> Result:
+    # The traffic ends on END; the real clock is later: windows wide enough to hold it.
+    return invoke(
+        "refresh",
+        "--store",
+        store.url,
+        "--lake",
+        lake,
+        "--cache",
+        str(tmp_path / "cache"),
+        "--window-days",
+        "400",
+        "--history-days",
+        "400",
+        *args,
+    )
+
+
+def test_the_command_prints_each_decision_and_the_outcome(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    store, lake, loaded = fleet
+    write_traffic(lake, loaded)
+    dry = refresh_cli(store, lake, tmp_path, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    (line,) = [x for x in dry.stdout.splitlines() if " bank1 " in x]
+    assert line.split()[:5] == ["ensemble-v1", "bank1", "drifting", "refit", "bank1/v1"]
+    assert "dry run: 1 map(s) would be promoted" in dry.stdout
+    assert refresh_history(store) == []
+
+    done = refresh_cli(store, lake, tmp_path, "--watch", "0.05", "--max-passes", "2")
+    assert done.exit_code == 0, done.output
+    outcomes = [x for x in done.stdout.splitlines() if " pass over " in x]
+    assert len(outcomes) == 2
+    assert "promoted v-" in outcomes[0]
+    # The second pass judges bank1 on its new map, which has no traffic yet: no refit.
+    assert outcomes[1].endswith("nothing to promote")
+    assert "bank1: refit" in done.stderr
+
+    history = invoke("refresh", "--store", store.url, "--history", "5")
+    assert history.exit_code == 0, history.output
+    lines = history.stdout.splitlines()
+    assert "1 drifting, 1 refitted, 0 failed" in lines[0]
+    assert "ensemble-v1/bank1: refit bank1/v1 -> bank1/v2" in lines[1]
+    assert "0 refitted" in lines[-1]
+
+
+def test_the_command_refuses_bad_input_by_name(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    store, lake, loaded = fleet
+    write_traffic(lake, loaded)
+    result = refresh_cli(store, lake, tmp_path, "--predictor", "nope")
+    assert result.exit_code == 2
+    assert "not a live predictor: ['nope']" in " ".join(result.stderr.split())
+    result = invoke("refresh", "--store", str(tmp_path / "empty"), "--lake", lake)
+    assert result.exit_code == 2
+    assert "no active version" in result.stderr
+    assert invoke("refresh", "--store", str(tmp_path / "none"), "--history", "3").stdout == (
+        "no refresh pass recorded yet\n"
+    )
