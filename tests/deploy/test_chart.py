@@ -71,10 +71,10 @@ def by_name(objects: Objects, kind: str, name: str) -> dict[str, Any]:
 
 def pod_specs(objects: Objects) -> Iterator[tuple[str, dict[str, Any]]]:
     for o in objects:
-        if o["kind"] in POD_KINDS:
+        if o["kind"] == "CronJob":
+            yield f"CronJob/{o['metadata']['name']}", o["spec"]["jobTemplate"]["spec"]["template"]
+        elif o["kind"] in POD_KINDS:
             template = o["spec"]["template"]
-            if o["kind"] == "CronJob":
-                template = o["spec"]["jobTemplate"]["spec"]["template"]
             yield f"{o['kind']}/{o['metadata']['name']}", template
 
 
@@ -130,7 +130,7 @@ def test_the_values_files_render_what_they_ask_for() -> None:
         "Service",
         "ServiceAccount",
     ]
-    assert {"ServiceMonitor", "NetworkPolicy"} <= set(kinds["production-values.yaml"])
+    assert {"ServiceMonitor", "NetworkPolicy", "CronJob"} <= set(kinds["production-values.yaml"])
     assert "Secret" not in kinds["production-values.yaml"]  # the store's URL: existing Secret
     triton, _ = render(load_values(CHART / "ci" / "triton-values.yaml"))
     assert by_name(triton, "Deployment", "risk-muse-triton")
@@ -286,6 +286,26 @@ def test_unsafe_or_incomplete_values_are_refused_by_name(
     with pytest.raises(helm.HelmError) as caught:
         render(merged)
     assert message in str(caught.value)
+
+
+def test_the_refresh_job_runs_the_tools_image_one_pass_at_a_time() -> None:
+    objects, _ = render(load_values(CHART / "ci" / "production-values.yaml"))
+    job = by_name(objects, "CronJob", "risk-muse-refresh")
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == (  # the tools image, pinned by its own digest
+        "registry.example.com/risk/muse@sha256:"
+        "9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f30211203f4e5d6c7b8a9"
+    )
+    assert container["args"][0] == "refresh"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MUSE_STORE"]["valueFrom"]["secretKeyRef"]["name"] == "muse-store"
+    assert env["MUSE_LAKE"]["value"] == "s3://risk-scores/lake"
+    minimal, _ = render({"store": {"url": "s3://b/m"}, "refresh": {"enabled": True}})
+    (tools,) = by_name(minimal, "CronJob", "risk-muse-refresh")["spec"]["jobTemplate"]["spec"][
+        "template"
+    ]["spec"]["containers"]
+    assert tools["image"] == "registry.example.com/muse:0.1.0-tools"
 
 
 def test_notes_tell_the_next_commands() -> None:

@@ -56,6 +56,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* The refresh job's image: its own, else muse's repository at <tag>-tools. */}}
+{{- define "muse.refreshImage" -}}
+{{- $image := .Values.refresh.image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" (default .Values.image.repository $image.repository) $image.digest -}}
+{{- else -}}
+{{- $tag := default (printf "%s-tools" (default .Chart.AppVersion .Values.image.tag)) $image.tag -}}
+{{- printf "%s:%s" (default .Values.image.repository $image.repository) $tag -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "muse.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "muse.fullname" .) .Values.serviceAccount.name -}}
