@@ -48,7 +48,10 @@ from muse.types import ScoreArray  # noqa: E402
 R = Reference.beta(0.8, 9.0)
 LEVELS = (0.10, 0.05, 0.02)
 MIN_ALERTS = 10.0
-BACKTEST = int(os.environ.get("MUSE_BACKTEST", "4"))
+# The policy's own defaults unless overridden (for exploring its options).
+BACKTEST = int(os.environ.get("MUSE_BACKTEST", "8"))
+HALF_LIFE = float(os.environ.get("MUSE_RECENCY", "2")) or None
+WITHIN_SE = float(os.environ.get("MUSE_WITHIN_SE", "1"))
 FIRST_EVALUATED = 2  # periods of deployment history before the first judged period
 Policy = Callable[[Sequence[ScoreArray]], QuantileMap]
 
@@ -117,7 +120,13 @@ def walk(
         }
         try:
             choice = choose_refresh(
-                history, R, levels=LEVELS, min_alerts=MIN_ALERTS, backtest=BACKTEST
+                history,
+                R,
+                levels=LEVELS,
+                min_alerts=MIN_ALERTS,
+                backtest=BACKTEST,
+                recency_half_life=HALF_LIFE,
+                within_se=WITHIN_SE,
             )
             auto, label = choice.quantile_map, choice.candidate.name
         except InsufficientSamplesError:

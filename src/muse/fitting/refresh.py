@@ -2,17 +2,24 @@
 
 Walk-forward on real data shows no fixed window wins everywhere: the last period alone is
 best under strong drift, pooled history where periods are small and the base rate swings,
-long windows (a little) where nothing drifts. So the policy does not pick a window; it lets
-the tenant's own history pick one. Each *candidate* — the last ``k`` periods, all of them,
-or all of them with weights decaying by age — is backtested on the tenant's recent past:
-for each of the last ``backtest`` periods, fit on what came before it with the candidate's
-rule, map that period's raw aggregates, and measure the relative alert-rate error at the
-alert levels (``|observed / a − 1|`` at ``t_a = F_R⁻¹(1 − a)``; a level counts only once
-the period holds enough events to expect ``min_alerts`` alerts at it). Among the
-candidates that do as well as the best one within one standard error of their paired
-difference, the one that fits on the most (effective) events wins — small periods make the
-backtest itself noisy, and noise must not buy a narrow window — and is fitted on all
-periods to serve the next.
+long windows (a little) where nothing drifts. So the policy does not pick a window;
+it lets the tenant's own history pick one. Each *candidate* — the last ``k`` periods, all of
+them, or all of them with weights decaying by age — is backtested on the tenant's recent
+past: for each of the last ``backtest`` periods, fit on what came before it with the
+candidate's rule, map that period's raw aggregates, and measure the relative alert-rate
+error at the alert levels (``|observed / a − 1|`` at ``t_a = F_R⁻¹(1 − a)``; a level counts
+only once the period holds enough events to expect ``min_alerts`` alerts at it). Recent
+backtest periods weigh more (``recency_half_life``): after a regime change the older ones
+mislead. Then:
+
+- the candidates that do as well as the best one within ``within_se`` standard errors of
+  their paired difference (the periods' own noise is common to both) form a pool;
+- if the widest candidate (the most effective events: all history) is in the pool, no drift
+  is proven and the pool's widest wins — small periods make the backtest itself noisy, and
+  noise must not buy a narrow window;
+- otherwise drift is proven and the best candidate wins.
+
+The winner is fitted on all periods to serve the next one.
 
 A candidate is never fitted on fewer events than its alert levels need (Eq. 5 at
 ``alert_rate``, ``rel_error``, ``z``, on the weights' effective sample size); when no
@@ -132,7 +139,9 @@ def choose_refresh(
     alert_rate: float | None = None,
     rel_error: float = 0.2,
     z: float = 1.96,
-    backtest: int = 4,
+    backtest: int = 8,
+    recency_half_life: float | None = 2.0,
+    within_se: float = 1.0,
     min_alerts: float = 10.0,
     candidates: Sequence[Candidate] = CANDIDATES,
     n_quantiles: int = 1000,
@@ -170,10 +179,10 @@ def choose_refresh(
                 else alert_rate_error(qmap, periods[t], reference, levels, min_alerts=min_alerts)
             )
         errors[candidate.name] = np.array(row, dtype=np.float64)
-    scores = {
-        name: float(np.nanmean(e)) if np.isfinite(e).any() else math.nan
-        for name, e in errors.items()
-    }
+    # Recent backtest periods count more: after a regime change the older ones mislead.
+    ages = np.arange(len(targets) - 1, -1, -1, dtype=np.float64)
+    recency = np.ones_like(ages) if recency_half_life is None else 0.5 ** (ages / recency_half_life)
+    scores = {name: _weighted_mean(e, recency) for name, e in errors.items()}
 
     fitted: list[tuple[Candidate, QuantileMap, float]] = []
     for candidate in candidates:
@@ -187,7 +196,12 @@ def choose_refresh(
     scored = [f for f in fitted if not math.isnan(scores[f[0].name])]
     if scored:
         top = min(scored, key=lambda f: scores[f[0].name])[0].name
-        pool = [f for f in scored if _as_good(errors[f[0].name], errors[top])]
+        pool = [f for f in scored if _as_good(errors[f[0].name], errors[top], recency, within_se)]
+        widest = max(scored, key=lambda f: f[2])
+        if widest not in pool:
+            # Drift is proven (pooling everything does worse than noise explains): follow
+            # the best candidate rather than the widest of those near it.
+            pool = [f for f in scored if f[0].name == top]
     else:
         pool = fitted  # nothing could be backtested (one period): fit on the most events
     best, qmap, size = max(pool, key=lambda f: f[2])
@@ -201,17 +215,32 @@ def choose_refresh(
     )
 
 
-def _as_good(errors: npt.NDArray[np.float64], best: npt.NDArray[np.float64]) -> bool:
+def _weighted_mean(errors: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]) -> float:
+    ok = np.isfinite(errors)
+    if not ok.any():
+        return math.nan
+    return float(np.average(errors[ok], weights=weights[ok]))
+
+
+def _as_good(
+    errors: npt.NDArray[np.float64],
+    best: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    within_se: float,
+) -> bool:
     """Does a candidate do as well as the best one within the backtest's own noise? Paired
-    on the periods both were judged on (the periods' noise is common to both): the mean
-    excess error is at most one standard error of it."""
+    on the periods both were judged on (the periods' noise is common to both): the weighted
+    mean excess error is at most one standard error of it (on the weights' effective
+    number of periods)."""
     both = np.isfinite(errors) & np.isfinite(best)
-    d = errors[both] - best[both]
+    d, w = errors[both] - best[both], weights[both]
     if d.size == 0:
         return False
+    mean = float(np.average(d, weights=w))
     if d.size == 1:
-        return bool(d[0] <= 0.0)
-    return bool(d.mean() <= d.std(ddof=1) / math.sqrt(d.size))
+        return mean <= 0.0
+    spread = math.sqrt(float(np.average((d - mean) ** 2, weights=w)) * d.size / (d.size - 1))
+    return mean <= within_se * spread / math.sqrt(effective_size(w, d.size))
 
 
 def refresh_map(
