@@ -1,18 +1,22 @@
 """The automated calibration refresh (paper §5): monitor, refit, validate, promote — one pass.
 
-A pass takes the deployment store's active version and, for each live predictor:
+A pass takes the deployment store's active version and, for each predictor routing sends
+traffic to:
 
-1. **monitor** — every tenant it served live in the last ``window_days`` is judged on the
-   map it is served now (:func:`~muse.fitting.monitor_lake`): aligned, drifting, or too few
-   events to tell;
-2. **refit** — a drifting tenant's raw aggregates of the last ``history_days`` (rows of the
-   predictor's *current* fingerprint only: a retrained model's older aggregates are another
-   model's) are split by time: the latest ``holdout`` share is held out, the rest grouped by
-   day and handed to the refit policy (:func:`~muse.fitting.choose_refresh`), which picks
-   what to fit on and never fits on fewer events than Eq. 5 asks;
+1. **monitor** — every tenant it served in the last ``window_days`` is judged on the map it
+   is served now (:func:`~muse.fitting.monitor_lake`): aligned, drifting, or too few events
+   to tell — on its live rows, or on its shadow rows for a tenant it only shadows (a
+   candidate predictor thus gets every tenant's map *before* it goes live);
+2. **refit** — a drifting tenant, or one still on the cold-start default whose events can
+   now be judged (the default is only a prior), is refitted: its raw aggregates of the last
+   ``history_days`` (rows of the predictor's *current* fingerprint only: a retrained model's
+   older aggregates are another model's) are split by time: the latest ``holdout`` share
+   is held out, the rest grouped by day and handed to the refit policy
+   (:func:`~muse.fitting.choose_refresh`), which picks what to fit on and never fits on
+   fewer events than Eq. 5 asks;
 3. **validate** — the candidate maps the held-out events: it must not be drifting there,
    and must be closer to R than the map in service at every level both judge (the gate of a
-   repair is that it repairs; its alert-rate and action changes are recorded);
+   repair is that it repairs; both maps' held-out errors are recorded);
 4. **promote** — the candidates that passed are written as the tenants' next map versions
    into a copy of the active version, published and promoted through the store (two-phase,
    like ``muse promote``): every replica switches at once, or none does.
@@ -69,6 +73,7 @@ class Decision:
 
     tenant: str
     predictor: str
+    role: str  # live | shadow: which rows were judged
     verdict: str
     reason: str
     action: str  # none | refit | skipped | failed
@@ -134,16 +139,15 @@ def run_refresh(
     end = now or datetime.now(UTC)
     recent = Window(end - timedelta(days=window_days), end)
     history = Window(end - timedelta(days=history_days), end)
-    live = _live_predictors(loaded, predictors)
+    chosen = _predictors(loaded, predictors)
     decisions: list[Decision] = []
     refits: list[tuple[str, str, QuantileArtifact]] = []
     with LakeReader(lake_url) as reader:
-        for predictor in live:
+        for predictor, role, served in _judged(reader, chosen, tenants, recent):
             reference_name = loaded.spec.predictors[predictor].reference
             reference = loaded.references[reference_name]
             transforms = loaded.transforms[predictor]
             pinned = set(loaded.spec.predictors[predictor].pins or {})
-            served = tenants or reader.tenants(predictor, role="live", window=recent)
             levels = {t: threshold_levels(_thresholds(loaded, t), reference) for t in served}
             for drift in monitor_lake(
                 reader,
@@ -151,6 +155,7 @@ def run_refresh(
                 reference,
                 window=recent,
                 tenants=served,
+                role=role,
                 levels=levels,
                 served={t: transforms.tenants.get(t, transforms.default).label for t in served},
                 rel_error=rel_error,
@@ -159,16 +164,23 @@ def run_refresh(
                 t = drift.tenant
                 current = transforms.tenants.get(t, transforms.default)
                 old = f"{t}/v{current.version}" if t in transforms.tenants else "default"
+                first = t not in transforms.tenants
                 base = Decision(
                     tenant=t,
                     predictor=predictor,
+                    role=role,
                     verdict=drift.verdict.verdict,
                     reason=drift.verdict.reason,
                     action="none",
                     old_version=old,
                     levels=_levels(drift.verdict),
                 )
-                if drift.verdict.verdict != "drifting":
+                # Refit a drifting map; fit a first map of its own for a tenant on the
+                # cold-start default once its events can be judged (it is only a prior).
+                wanted = drift.verdict.verdict == "drifting" or (
+                    first and drift.verdict.verdict == "aligned"
+                )
+                if not wanted:
                     decisions.append(base)
                     continue
                 if t in pinned:
@@ -176,7 +188,7 @@ def run_refresh(
                         replace(base, action="skipped", why="pinned to a version in the config")
                     )
                     continue
-                table = reader.scores(predictor, t, role="live", window=history)
+                table = reader.scores(predictor, t, role=role, window=history)
                 table = table.filter(
                     pc.equal(table.column("fingerprint"), loaded.fingerprints[predictor])
                 )
@@ -231,9 +243,10 @@ def run_refresh(
                 )
                 if ok:
                     refits.append((predictor, t, artifact))
-                    say(f"{predictor}/{t}: refit ({choice.candidate.name}), {why}")
+                    what = "first map" if first else "refit"
+                    say(f"{predictor}/{t} ({role}): {what} ({choice.candidate.name}), {why}")
                 else:
-                    say(f"{predictor}/{t}: not refitted: {why}")
+                    say(f"{predictor}/{t} ({role}): not refitted: {why}")
     published, promoted, outcome = None, False, "nothing to promote"
     if refits and dry_run:
         outcome = f"dry run: {len(refits)} map(s) would be promoted"
@@ -279,14 +292,41 @@ def _absolute_lake(loaded: LoadedConfig) -> str:
     return url
 
 
-def _live_predictors(loaded: LoadedConfig, only: Sequence[str] | None) -> list[str]:
-    live = sorted({rule.target for rule in loaded.router.scoring_rules})
+def _predictors(loaded: LoadedConfig, only: Sequence[str] | None) -> list[str]:
+    """The predictors routing sends traffic to, live or in shadow (or those asked for)."""
+    routed = sorted(
+        {rule.target for rule in loaded.router.scoring_rules}
+        | {p for rule in loaded.router.shadow_rules for p in rule.targets}
+    )
     if only is None:
-        return live
-    unknown = [p for p in only if p not in live]
+        return routed
+    unknown = [p for p in only if p not in routed]
     if unknown:
-        raise RefreshError(f"not a live predictor: {unknown}; live predictors: {live}")
+        raise RefreshError(f"not a routed predictor: {unknown}; routed predictors: {routed}")
     return list(only)
+
+
+def _judged(
+    reader: LakeReader,
+    predictors: Sequence[str],
+    tenants: Sequence[str] | None,
+    window: Window,
+) -> list[tuple[str, str, list[str]]]:
+    """(predictor, role, tenants) to judge: each predictor's live tenants on its live rows,
+    and the tenants it only shadows on its shadow rows — so a candidate predictor gets every
+    tenant's map before it goes live."""
+    out = []
+    for p in predictors:
+        live = reader.tenants(p, role="live", window=window)
+        shadow = [t for t in reader.tenants(p, role="shadow", window=window) if t not in live]
+        if tenants is not None:  # those asked for; one with no rows is judged (0 events) live
+            shadow = [t for t in tenants if t in shadow]
+            live = [t for t in tenants if t not in shadow]
+        if live:
+            out.append((p, "live", live))
+        if shadow:
+            out.append((p, "shadow", shadow))
+    return out
 
 
 def _thresholds(loaded: LoadedConfig, tenant: str) -> dict[str, float]:

@@ -35,7 +35,12 @@ def drifted_raw(qmap: QuantileMap, u: np.ndarray) -> np.ndarray:
 
 
 def lake_rows(
-    loaded: LoadedConfig, tenant: str, predictor: str, raw: np.ndarray, day: int
+    loaded: LoadedConfig,
+    tenant: str,
+    predictor: str,
+    raw: np.ndarray,
+    day: int,
+    role: str = "live",
 ) -> Iterable[LakeRow]:
     transforms = loaded.transforms[predictor]
     current = transforms.tenants.get(tenant, transforms.default)
@@ -49,7 +54,7 @@ def lake_rows(
             tenant=tenant,
             intent={"tenant": tenant},
             predictor=predictor,
-            role="live",
+            role=role,
             fingerprint=loaded.fingerprints[predictor],
             tq_version=current.label,
             raw=float(r),
@@ -134,7 +139,7 @@ def test_a_drifting_tenant_is_refitted_validated_and_promoted(
     audited = {(d["predictor"], d["tenant"]): d for d in record["decisions"]}
     assert audited[("ensemble-v1", "bank1")]["new_version"] == "bank1/v2"
     assert audited[("ensemble-v1", "bank1")]["policy"] == bank1.policy
-    assert any("bank1: refit" in line for line in said)
+    assert any("ensemble-v1/bank1 (live): refit" in line for line in said)
 
 
 def test_a_dry_run_decides_but_changes_nothing(
@@ -177,6 +182,43 @@ def test_a_pass_needs_a_lake_it_can_find(
         run_refresh(DeploymentStore(tmp_path / "empty"), cache=tmp_path / "cache", lake="x")
 
 
+def test_a_candidate_predictor_gets_a_map_for_each_tenant_it_shadows_before_going_live(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    """The model-update path: ensemble-v1 shadows fintech3, which has no map of its own for
+    it yet. Once the shadow rows hold enough events, the pass fits fintech3's first
+    ensemble-v1 map (validated on held-out shadow events) and promotes it, so routing
+    fintech3 to ensemble-v1 later needs no refit. bank2, shadowed on its own map and
+    aligned, is left alone."""
+    store, lake, loaded = fleet
+    rng = np.random.default_rng(8)
+    transforms = loaded.transforms["ensemble-v1"]
+    assert "fintech3" not in transforms.tenants
+    default = transforms.default.quantile_map
+    bank2 = transforms.tenants["bank2"].quantile_map
+    with LakeWriter(lake) as writer:
+        for day in range(DAYS):
+            # fintech3's traffic is not the default map's: its tail is twice as heavy
+            raw = drifted_raw(default, rng.random(PER_DAY))
+            writer.append(list(lake_rows(loaded, "fintech3", "ensemble-v1", raw, day, "shadow")))
+            raw = np.interp(rng.random(PER_DAY), bank2.levels, bank2.source)
+            writer.append(list(lake_rows(loaded, "bank2", "ensemble-v1", raw, day, "shadow")))
+    result = run_refresh(store, cache=tmp_path / "cache", lake=lake, now=END)
+    decisions = {(d.predictor, d.tenant): d for d in result.decisions}
+    fintech3 = decisions[("ensemble-v1", "fintech3")]
+    assert fintech3.role == "shadow"
+    assert fintech3.old_version == "default"
+    assert fintech3.action == "refit"
+    assert fintech3.new_version == "fintech3/v1"
+    assert decisions[("ensemble-v1", "bank2")].verdict == "aligned"
+    assert decisions[("ensemble-v1", "bank2")].action == "none"
+    assert result.promoted
+    after = store.active()
+    assert after is not None
+    served = load_config(store.materialize(str(after["version"]), tmp_path / "check"))
+    assert served.transforms["ensemble-v1"].tenants["fintech3"].version == 1
+
+
 # -- the command --------------------------------------------------------------------------
 
 
@@ -217,7 +259,7 @@ def test_the_command_prints_each_decision_and_the_outcome(
     assert "promoted v-" in outcomes[0]
     # The second pass judges bank1 on its new map, which has no traffic yet: no refit.
     assert outcomes[1].endswith("nothing to promote")
-    assert "bank1: refit" in done.stderr
+    assert "ensemble-v1/bank1 (live): refit" in done.stderr
 
     history = invoke("refresh", "--store", store.url, "--history", "5")
     assert history.exit_code == 0, history.output
@@ -234,7 +276,7 @@ def test_the_command_refuses_bad_input_by_name(
     write_traffic(lake, loaded)
     result = refresh_cli(store, lake, tmp_path, "--predictor", "nope")
     assert result.exit_code == 2
-    assert "not a live predictor: ['nope']" in " ".join(result.stderr.split())
+    assert "not a routed predictor: ['nope']" in " ".join(result.stderr.split())
     result = invoke("refresh", "--store", str(tmp_path / "empty"), "--lake", lake)
     assert result.exit_code == 2
     assert "no active version" in result.stderr

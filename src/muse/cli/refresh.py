@@ -78,7 +78,6 @@ def refresh(
     """Judge every live tenant on the lake, refit the drifting ones, validate, promote.
     Exit 1 when a promotion did not go through, 2 on bad input."""
     import os
-    import tempfile
 
     from muse.fleet import DeploymentStore
     from muse.refresh import refresh_history, run_refresh
@@ -88,7 +87,9 @@ def refresh(
         if history is not None:
             _print_history(refresh_history(s, history))
             return
-        folder = cache or Path(os.environ.get("MUSE_CACHE") or tempfile.mkdtemp(prefix="muse-"))
+        folder = cache or Path(
+            os.environ.get("MUSE_CACHE") or Path.home() / ".cache" / "muse" / "versions"
+        )
         passes = 0
         while True:
             result = run_refresh(

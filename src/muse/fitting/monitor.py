@@ -52,12 +52,14 @@ def monitor_lake(
     *,
     window: Window | None = None,
     tenants: Sequence[str] | None = None,
+    role: str = "live",
     levels: Mapping[str, Sequence[float]] | None = None,
     served: Mapping[str, str] | None = None,
     rel_error: float = 0.2,
     z: float = 1.96,
 ) -> list[TenantDrift]:
-    """Judge each tenant ``predictor`` served live in ``window`` (or those of ``tenants``).
+    """Judge each tenant ``predictor`` served in ``window`` (or those of ``tenants``) on its
+    ``role`` rows: ``live``, or ``shadow`` for a candidate predictor not live yet.
 
     ``levels`` maps a tenant to its alert levels (see :func:`threshold_levels`); tenants
     absent from it get :data:`DEFAULT_LEVELS`. ``served`` maps a tenant to the ``tq_version``
@@ -69,11 +71,11 @@ def monitor_lake(
     names = (
         list(tenants)
         if tenants is not None
-        else reader.tenants(predictor, role="live", window=window)
+        else reader.tenants(predictor, role=role, window=window)
     )
     out = []
     for tenant in names:
-        table = reader.scores(predictor, tenant, role="live", window=window)
+        table = reader.scores(predictor, tenant, role=role, window=window)
         version = ""
         scores = np.empty(0, dtype=np.float64)
         if served is not None and tenant in served:
