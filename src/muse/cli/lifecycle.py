@@ -56,14 +56,6 @@ def load_lenient(config: Path, *predictors: str) -> LoadedConfig:
     return loaded
 
 
-def next_version(folder: Path, tenant: str | None, first: int) -> int:
-    """The version a new map gets: one above the highest present, else ``first``."""
-    from muse.artifacts import list_versions
-
-    versions = list_versions(folder, tenant)
-    return versions[-1] + 1 if versions else first
-
-
 def alert_rate_table(title: str, scores: np.ndarray, reference: Reference) -> Table:
     """Observed vs expected alert rate at the reference thresholds of the tail."""
     table = Table(title=title)
@@ -116,9 +108,8 @@ def fit_quantiles(
 ) -> None:
     """Fit a tenant's T^Q on the predictor's raw aggregates in the lake, written as the next
     version. Refuses (exit 2) a sample smaller than Eq. 5 requires unless --force."""
-    from muse.artifacts import write_artifact
-    from muse.fitting.quantiles import InsufficientSamplesError, fit_tenant_map
-    from muse.scorelog import LakeReader, Window
+    from muse.fitting.workflows import fit_tenant_maps
+    from muse.scorelog import Window
 
     if (tenant is None) == (not all_tenants):
         fail("give exactly one of --tenant T or --all-tenants")
@@ -130,99 +121,74 @@ def fit_quantiles(
     if not 0.0 <= holdout < 1.0:
         fail(f"--holdout must be in [0, 1), got {holdout!r}")
     loaded = load_lenient(config, predictor)
-    url = lake or loaded.lake_url
-    if url is None:
+    if lake is None and loaded.lake_url is None:
         fail(f"{config} has no `lake` section; pass --lake URL")
     try:
         window = Window.parse(since, until)
     except ValueError as e:
         fail(str(e))
-    spec = loaded.spec.predictors[predictor]
-    ref_name = spec.reference
-    reference = loaded.references[ref_name]
-    folder = loaded.path.parent / spec.transforms
-    row_role = None if role == "any" else role
-    written: list[Path] = []
-    refused: list[str] = []
+    reference = loaded.references[loaded.spec.predictors[predictor].reference]
     try:
-        with LakeReader(url) as reader:
-            tenants = (
-                [tenant]
-                if tenant is not None
-                else reader.tenants(predictor, role=row_role, window=window)
-            )
-            if not tenants:
-                fail(f"no rows of {predictor!r} in the lake at {url} for that window and role")
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} tenants"),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-            ) as progress:
-                task = progress.add_task(f"fitting {predictor}", total=len(tenants))
-                for name in tenants:
-                    progress.update(task, description=f"reading {name}")
-                    raw = reader.raw_scores(predictor, name, role=row_role, window=window)
-                    progress.update(task, description=f"fitting {name}")
-                    try:
-                        result = fit_tenant_map(
-                            raw,
-                            reference,
-                            reference_name=ref_name,
-                            fingerprint=loaded.fingerprints[predictor],
-                            predictor=predictor,
-                            tenant=name,
-                            version=next_version(folder, name, first=1),
-                            window=_window_doc(window, role, raw.size),
-                            alert_rate=alert_rate,
-                            rel_error=rel_error,
-                            holdout=holdout,
-                            force=force,
-                        )
-                    except InsufficientSamplesError as e:
-                        refused.append(f"tenant {name}: {e}")
-                        progress.advance(task)
-                        continue
-                    path = write_artifact(folder, result.artifact)
-                    written.append(path)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} tenants"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"fitting {predictor}", total=None)
+
+            def show(name: str, stage: str) -> None:
+                if stage == "done":
                     progress.advance(task)
-                    out.print(
-                        f"[bold green]wrote[/] {escape(str(path))} — {name}, "
-                        f"{result.artifact.label}, fitted on {result.n_fit:,} events "
-                        f"(Eq. 5 asks {result.required:,})",
-                        highlight=False,
-                    )
-                    if result.n_holdout:
-                        out.print(
-                            alert_rate_table(
-                                f"{name}: the new map on {result.n_holdout:,} held-out events",
-                                result.holdout_scores,
-                                reference,
-                            )
-                        )
+                else:
+                    progress.update(task, description=f"{stage} {name}")
+
+            done = fit_tenant_maps(
+                loaded,
+                predictor,
+                tenants=[tenant] if tenant is not None else None,
+                lake=lake,
+                window=window,
+                role=None if role == "any" else role,
+                alert_rate=alert_rate,
+                rel_error=rel_error,
+                holdout=holdout,
+                force=force,
+                on_tenant=show,
+            )
     except (MuseError, ValueError, OSError) as e:
         fail(str(e))
-    if written:
+    for fitted in done.written:
+        result = fitted.fit
+        out.print(
+            f"[bold green]wrote[/] {escape(str(fitted.path))} — {fitted.tenant}, "
+            f"{result.artifact.label}, fitted on {result.n_fit:,} events "
+            f"(Eq. 5 asks {result.required:,})",
+            highlight=False,
+        )
+        if result.n_holdout:
+            out.print(
+                alert_rate_table(
+                    f"{fitted.tenant}: the new map on {result.n_holdout:,} held-out events",
+                    result.holdout_scores,
+                    reference,
+                )
+            )
+    if done.written:
         out.print(
             f"deploy: muse validate {escape(str(config))}, then POST /admin/reload (or SIGHUP)",
             highlight=False,
         )
-    if refused:
-        for message in refused:
-            err.print(f"[bold red]refused:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if done.refused:
+        for refusal in done.refused:
+            err.print(
+                f"[bold red]refused:[/] {escape(f'tenant {refusal.tenant}: {refusal.reason}')}",
+                highlight=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(2)
-
-
-def _window_doc(window: object, role: str, n: int) -> dict[str, str]:
-    """What the artifact records of the sample it was fitted on."""
-    doc = {"role": role, "events": str(n)}
-    for bound in ("since", "until"):
-        value = getattr(window, bound)
-        if value is not None:
-            doc[bound] = value.isoformat()
-    return doc
 
 
 @app.command("cold-start")
@@ -251,6 +217,7 @@ def cold_start(
     its default map T^Q_v0, used for every tenant without a map of its own."""
     from muse.artifacts import QuantileArtifact, reference_digest, write_artifact
     from muse.fitting.cold_start import cold_start_map, fit_beta_mixture
+    from muse.fitting.workflows import next_version
     from muse.scorefiles import read_score_file
 
     if not 0.0 < prior < 1.0:

@@ -14,6 +14,7 @@ from muse.fitting.monitor import TenantDrift, monitor_lake, threshold_levels
 from muse.fitting.quantiles import InsufficientSamplesError, TenantFit, fit_tenant_map
 from muse.fitting.refresh import Candidate, RefreshChoice, choose_refresh, refresh_map
 from muse.fitting.sample_size import required_samples
+from muse.fitting.workflows import FitRefusal, FittedMap, TenantMaps, fit_tenant_maps
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -21,16 +22,20 @@ __all__ = [
     "BetaMixtureParams",
     "Candidate",
     "DriftVerdict",
+    "FitRefusal",
+    "FittedMap",
     "InsufficientSamplesError",
     "LevelCheck",
     "RefreshChoice",
     "TenantDrift",
     "TenantFit",
+    "TenantMaps",
     "choose_refresh",
     "cold_start_map",
     "drift_verdict",
     "fit_beta_mixture",
     "fit_tenant_map",
+    "fit_tenant_maps",
     "mixture_jsd",
     "monitor_lake",
     "refresh_map",
