@@ -15,13 +15,14 @@ from typer.testing import Result
 
 from muse.config import LoadedConfig, load_config
 from muse.fleet import DeploymentStore
-from muse.fleet.promotion import promote
+from muse.fleet.promotion import live_replicas, promote
 from muse.fleet.publish import publish
 from muse.refresh import RefreshError, refresh_history, run_refresh
 from muse.scorelog import LakeRow, LakeWriter
 from muse.transforms import QuantileMap
 from tests.cli_support import invoke
 from tests.config_fixtures import Deployment as Quickstart
+from tests.e2e.support import MuseProcess, event, wait_until
 
 END = datetime(2026, 12, 1, tzinfo=UTC)
 DAYS = 14
@@ -283,3 +284,42 @@ def test_the_command_refuses_bad_input_by_name(
     assert invoke("refresh", "--store", str(tmp_path / "none"), "--history", "3").stdout == (
         "no refresh pass recorded yet\n"
     )
+
+
+def test_a_refresh_reaches_a_running_replica(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    """The promotion is the fleet's two-phase one: a replica following the store prepares
+    the refreshed version and switches to it; its responses name the new version."""
+    store, lake, loaded = fleet
+    write_traffic(lake, loaded)
+    replica = MuseProcess(
+        None,
+        tmp_path / "replica.log",
+        [
+            "--store",
+            store.url,
+            "--lake",
+            lake,
+            "--cache",
+            str(tmp_path / "rcache"),
+            "--poll",
+            "0.1",
+        ],
+    ).start()
+    try:
+        wait_until(lambda: len(live_replicas(store)) == 1, 20, "the replica's heartbeat")
+        result = run_refresh(
+            store, cache=tmp_path / "cache", lake=lake, now=END, switch_delay_s=0.5
+        )
+        assert result.promoted, result.outcome
+        assert result.published is not None
+
+        def switched() -> bool:
+            with replica.client() as c:
+                r = c.post("/v1/score", json=event("after", "bank1"))
+                return r.headers.get("x-muse-config-version") == result.published
+
+        wait_until(switched, 20, "the replica to serve the refreshed version")
+    finally:
+        replica.stop()
