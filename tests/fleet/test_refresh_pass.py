@@ -318,7 +318,7 @@ def test_a_refresh_reaches_a_running_replica(
         def switched() -> bool:
             with replica.client() as c:
                 r = c.post("/v1/score", json=event("after", "bank1"))
-                return r.headers.get("x-muse-config-version") == result.published
+                return bool(r.headers.get("x-muse-config-version") == result.published)
 
         wait_until(switched, 20, "the replica to serve the refreshed version")
     finally:
