@@ -143,9 +143,9 @@ def run_refresh(
     decisions: list[Decision] = []
     refits: list[tuple[str, str, QuantileArtifact]] = []
     with LakeReader(lake_url) as reader:
+        context = _Context(loaded, reader, history, end, holdout, rel_error, z)
         for predictor, role, served in _judged(reader, chosen, tenants, recent):
-            reference_name = loaded.spec.predictors[predictor].reference
-            reference = loaded.references[reference_name]
+            reference = loaded.references[loaded.spec.predictors[predictor].reference]
             transforms = loaded.transforms[predictor]
             pinned = set(loaded.spec.predictors[predictor].pins or {})
             levels = {t: threshold_levels(_thresholds(loaded, t), reference) for t in served}
@@ -188,65 +188,14 @@ def run_refresh(
                         replace(base, action="skipped", why="pinned to a version in the config")
                     )
                     continue
-                table = reader.scores(predictor, t, role=role, window=history)
-                table = table.filter(
-                    pc.equal(table.column("fingerprint"), loaded.fingerprints[predictor])
-                )
-                raw = table.column("raw").to_numpy()
-                days = _day_numbers(table.column("timestamp").to_pylist())
-                cut = raw.size - round(raw.size * holdout)
-                fit_raw, fit_days, held = raw[:cut], days[:cut], raw[cut:]
-                periods = [fit_raw[fit_days == d] for d in np.unique(fit_days)]
-                try:
-                    choice = choose_refresh(
-                        periods,
-                        reference,
-                        levels=levels[t],
-                        rel_error=rel_error,
-                        z=z,
-                    )
-                except (InsufficientSamplesError, ValueError) as e:
-                    decisions.append(replace(base, action="failed", why=str(e), n_fit=int(cut)))
-                    continue
-                lv = levels[t]
-                new_v = drift_verdict(
-                    choice.quantile_map(held), reference, lv, rel_error=rel_error, z=z
-                )
-                old_v = drift_verdict(
-                    current.quantile_map(held), reference, lv, rel_error=rel_error, z=z
-                )
-                ok, why, old_err, new_err = _validate(old_v, new_v)
-                version = max(scan_versions(_transforms_dir(loaded, predictor)).get(t, [0])) + 1
-                artifact = QuantileArtifact(
-                    quantile_map=choice.quantile_map,
-                    fingerprint=loaded.fingerprints[predictor],
-                    reference=reference_name,
-                    reference_digest=reference_digest(reference),
-                    version=version,
-                    tenant=t,
-                    predictor=predictor,
-                    method=f"refresh:{choice.candidate.name}",
-                    window={"since": _iso(history.since), "until": end.isoformat()},
-                )
-                decisions.append(
-                    replace(
-                        base,
-                        action="refit" if ok else "failed",
-                        new_version=f"{t}/v{version}" if ok else None,
-                        policy=choice.candidate.name,
-                        n_fit=int(cut),
-                        n_holdout=int(held.size),
-                        old_error=old_err,
-                        new_error=new_err,
-                        why=why,
-                    )
-                )
-                if ok:
+                decision, artifact = _refit(context, predictor, role, base, current, levels[t])
+                decisions.append(decision)
+                if artifact is not None:
                     refits.append((predictor, t, artifact))
                     what = "first map" if first else "refit"
-                    say(f"{predictor}/{t} ({role}): {what} ({choice.candidate.name}), {why}")
+                    say(f"{predictor}/{t} ({role}): {what} ({decision.policy}), {decision.why}")
                 else:
-                    say(f"{predictor}/{t} ({role}): not refitted: {why}")
+                    say(f"{predictor}/{t} ({role}): not refitted: {decision.why}")
     published, promoted, outcome = None, False, "nothing to promote"
     if refits and dry_run:
         outcome = f"dry run: {len(refits)} map(s) would be promoted"
@@ -278,6 +227,75 @@ def refresh_history(store: DeploymentStore, last: int = 20) -> list[dict[str, An
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every refit of one pass shares."""
+
+    loaded: LoadedConfig
+    reader: LakeReader
+    history: Window
+    end: datetime
+    holdout: float
+    rel_error: float
+    z: float
+
+
+def _refit(
+    ctx: _Context,
+    predictor: str,
+    role: str,
+    base: Decision,
+    current: QuantileArtifact,
+    levels: Sequence[float],
+) -> tuple[Decision, QuantileArtifact | None]:
+    """Refit one tenant: its current-fingerprint raw aggregates of the history split by time
+    (the latest ``holdout`` share held out, the rest by day), the policy's choice, and the
+    validation on the held-out events. The decision, and the artifact when it passed."""
+    loaded, t = ctx.loaded, base.tenant
+    reference_name = loaded.spec.predictors[predictor].reference
+    reference = loaded.references[reference_name]
+    table = ctx.reader.scores(predictor, t, role=role, window=ctx.history)
+    table = table.filter(pc.equal(table.column("fingerprint"), loaded.fingerprints[predictor]))
+    raw = table.column("raw").to_numpy()
+    days = _day_numbers(table.column("timestamp").to_pylist())
+    cut = raw.size - round(raw.size * ctx.holdout)
+    fit_raw, fit_days, held = raw[:cut], days[:cut], raw[cut:]
+    periods = [fit_raw[fit_days == d] for d in np.unique(fit_days)]
+    try:
+        choice = choose_refresh(periods, reference, levels=levels, rel_error=ctx.rel_error, z=ctx.z)
+    except (InsufficientSamplesError, ValueError) as e:
+        return replace(base, action="failed", why=str(e), n_fit=int(cut)), None
+    judge = {"rel_error": ctx.rel_error, "z": ctx.z}
+    new_v = drift_verdict(choice.quantile_map(held), reference, levels, **judge)
+    old_v = drift_verdict(current.quantile_map(held), reference, levels, **judge)
+    ok, why, old_err, new_err = _validate(old_v, new_v)
+    version = max(scan_versions(_transforms_dir(loaded, predictor)).get(t, [0])) + 1
+    decision = replace(
+        base,
+        action="refit" if ok else "failed",
+        new_version=f"{t}/v{version}" if ok else None,
+        policy=choice.candidate.name,
+        n_fit=int(cut),
+        n_holdout=int(held.size),
+        old_error=old_err,
+        new_error=new_err,
+        why=why,
+    )
+    if not ok:
+        return decision, None
+    return decision, QuantileArtifact(
+        quantile_map=choice.quantile_map,
+        fingerprint=loaded.fingerprints[predictor],
+        reference=reference_name,
+        reference_digest=reference_digest(reference),
+        version=version,
+        tenant=t,
+        predictor=predictor,
+        method=f"refresh:{choice.candidate.name}",
+        window={"since": _iso(ctx.history.since), "until": ctx.end.isoformat()},
+    )
 
 
 def _absolute_lake(loaded: LoadedConfig) -> str:

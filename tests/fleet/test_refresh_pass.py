@@ -224,7 +224,7 @@ def test_a_candidate_predictor_gets_a_map_for_each_tenant_it_shadows_before_goin
 
 
 def refresh_cli(store: DeploymentStore, lake: str, tmp_path: Path, *args: str) -> Result:
-    # The traffic ends on END; the real clock is later: windows wide enough to hold it.
+    # The traffic ends on END: the pass is run as of then.
     return invoke(
         "refresh",
         "--store",
@@ -233,10 +233,8 @@ def refresh_cli(store: DeploymentStore, lake: str, tmp_path: Path, *args: str) -
         lake,
         "--cache",
         str(tmp_path / "cache"),
-        "--window-days",
-        "400",
-        "--history-days",
-        "400",
+        "--as-of",
+        END.isoformat(),
         *args,
     )
 
@@ -281,6 +279,9 @@ def test_the_command_refuses_bad_input_by_name(
     result = invoke("refresh", "--store", str(tmp_path / "empty"), "--lake", lake)
     assert result.exit_code == 2
     assert "no active version" in result.stderr
+    result = refresh_cli(store, lake, tmp_path, "--as-of", "last tuesday")
+    assert result.exit_code == 2
+    assert "--as-of must be an ISO date or datetime" in result.stderr
     assert invoke("refresh", "--store", str(tmp_path / "none"), "--history", "3").stdout == (
         "no refresh pass recorded yet\n"
     )

@@ -9,6 +9,7 @@ ended. ``--history`` prints the passes recorded in the store instead.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +53,15 @@ def refresh(
     history_days: Annotated[
         float, typer.Option(help="Days of raw aggregates a refit may use.", min=0.01)
     ] = 28.0,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Judge as of this moment (ISO date or datetime, UTC): the windows end there "
+            "(replaying a past pass, a backfilled lake).",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Decide and print; publish and promote nothing.")
     ] = False,
@@ -82,6 +92,13 @@ def refresh(
     from muse.fleet import DeploymentStore
     from muse.refresh import refresh_history, run_refresh
 
+    now = None
+    if as_of is not None:
+        try:
+            now = datetime.fromisoformat(as_of)
+        except ValueError:
+            fail(f"--as-of must be an ISO date or datetime (2026-12-01T06:00), got {as_of!r}")
+        now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     try:
         s = DeploymentStore(store)
         if history is not None:
@@ -101,6 +118,7 @@ def refresh(
                 window_days=window_days,
                 history_days=history_days,
                 dry_run=dry_run,
+                now=now,
                 by=by,
                 say=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True),
             )
