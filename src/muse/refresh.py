@@ -334,16 +334,24 @@ def _judged(
     and the tenants it only shadows on its shadow rows — so a candidate predictor gets every
     tenant's map before it goes live."""
     out = []
+    seen: set[str] = set()
     for p in predictors:
         live = reader.tenants(p, role="live", window=window)
         shadow = [t for t in reader.tenants(p, role="shadow", window=window) if t not in live]
-        if tenants is not None:  # those asked for; one with no rows is judged (0 events) live
+        if tenants is not None:
+            live = [t for t in tenants if t in live]
             shadow = [t for t in tenants if t in shadow]
-            live = [t for t in tenants if t not in shadow]
+        seen.update(live, shadow)
         if live:
             out.append((p, "live", live))
         if shadow:
             out.append((p, "shadow", shadow))
+    missing = [t for t in tenants or () if t not in seen]
+    if missing:
+        raise RefreshError(
+            f"no rows of tenant(s) {missing} in the lake's window "
+            f"[{_iso(window.since)}, {_iso(window.until)}) for {list(predictors)}"
+        )
     return out
 
 

@@ -279,6 +279,12 @@ def test_the_command_refuses_bad_input_by_name(
     result = invoke("refresh", "--store", str(tmp_path / "empty"), "--lake", lake)
     assert result.exit_code == 2
     assert "no active version" in result.stderr
+    result = refresh_cli(store, lake, tmp_path, "--tenant", "bank9")
+    assert result.exit_code == 2
+    assert "no rows of tenant(s) ['bank9'] in the lake's window" in " ".join(result.stderr.split())
+    only = refresh_cli(store, lake, tmp_path, "--tenant", "bank1", "--dry-run")
+    assert only.exit_code == 0, only.output
+    assert [x.split()[1] for x in only.stdout.splitlines()[1:-1]] == ["bank1"]
     result = refresh_cli(store, lake, tmp_path, "--as-of", "last tuesday")
     assert result.exit_code == 2
     assert "--as-of must be an ISO date or datetime" in result.stderr
