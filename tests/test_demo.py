@@ -101,13 +101,30 @@ def test_summary_has_a_row_per_case(demo: DemoResult) -> None:
         "| bank1 | p1.5: p2 + p1's map (refused; offline) | 6 |",
         "| bank1 | p2 (shadow), own map v1 | 6 |",
         *(f"| {t} | p2 (live) after promotion | 7 |" for t in TENANTS),
+        "| shop3 | p2, drifted | 8 |",
+        "| shop3 | p2, refreshed | 10 |",
     ):
         assert line in text, line
-    assert len(demo.rows) == 5 + len(TENANTS)
+    assert len(demo.rows) == 5 + len(TENANTS) + 2
     for row in demo.rows:
         assert row.expected["review"] == pytest.approx(0.05, abs=1e-4)
         assert row.expected["block"] == pytest.approx(0.005, abs=1e-5)
         assert row.events > 0
+
+
+def test_drift_is_repaired_by_one_unattended_refresh_pass(demo: DemoResult) -> None:
+    """Scenario 4: shop3's shifted traffic breaks its alert rate at the review threshold;
+    one `muse refresh` pass refits, validates and promotes; the next week is back on R."""
+    s4 = demo.drift
+    assert s4.action == "refit"
+    assert s4.before.error("review") > 0.25, s4.before
+    assert abs(s4.after.error("review")) < 0.15, s4.after
+    assert abs(s4.after.error("review")) < abs(s4.before.error("review")) / 3
+    refreshes = [c for c in demo.commands if c.startswith("muse refresh")]
+    assert refreshes[0].startswith("muse refresh --store deployment/store --lake deployment/lake")
+    assert refreshes[-1] == "muse refresh --store deployment/store --history 1"
+    assert (demo.out / "deployment" / "store" / "refresh").is_dir()
+    assert "Scenario 4 (§5, drift): shop3" in (demo.out / "summary.md").read_text()
 
 
 def test_the_world_is_deterministic_given_the_seed() -> None:
@@ -117,6 +134,11 @@ def test_the_world_is_deterministic_given_the_seed() -> None:
     assert not (
         make_world(4, 0.01).frame.features["amount"][:10] == a.frame.features["amount"][:10]
     ).all()
+    # shop3's drifted weeks: its own frame, ids that the main frame never uses
+    drifted = a.week(8, ["shop3"])
+    assert len(drifted) > 0
+    assert set(drifted.event_id.tolist()).isdisjoint(a.frame.event_id.tolist())
+    assert (a.week(8, ["shop3"]).event_id == b.week(8, ["shop3"]).event_id).all()
 
 
 def test_a_non_empty_out_folder_is_refused(tmp_path: Path) -> None:

@@ -144,11 +144,11 @@ class Operator:
             "a server would take POST /admin/reload (or SIGHUP)"
         )
 
-    def serve(self, week: int, frame: EventFrame, note: str = "") -> int:
-        """Score ``week``'s events ``frame`` through the serving code path into the lake,
-        and write the labels the tenants send back for them."""
+    def serve(self, week: int, frame: EventFrame, note: str = "", lake: Path | None = None) -> int:
+        """Score ``week``'s events ``frame`` through the serving code path into the lake
+        (``lake``, else the config's), and write the labels the tenants send back for them."""
         service = self.service
-        url = service.snapshot.config.lake_url
+        url = str(lake) if lake is not None else service.snapshot.config.lake_url
         if url is None:  # pragma: no cover - the demo's configs always have a lake
             raise DemoError(f"{self.config} has no lake")
         # The service rejects features no model uses (invariant 6); tenants send what the
