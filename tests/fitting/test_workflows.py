@@ -10,7 +10,7 @@ import pytest
 
 from muse.config import load_config
 from muse.errors import MuseError
-from muse.fitting import fit_tenant_maps, required_samples
+from muse.fitting import fit_cold_start, fit_tenant_maps, required_samples
 from muse.scorelog import LakeWriter
 from tests.config_fixtures import Deployment as Quickstart
 from tests.fleet.test_refresh_pass import lake_rows
@@ -58,3 +58,21 @@ def test_what_cannot_be_fitted_at_all_is_named(tmp_path: Path) -> None:
         writer.append(list(lake_rows(loaded, "bank1", "single-v1", np.full(10, 0.1), day=1)))
     with pytest.raises(MuseError, match="no rows of 'ensemble-v1'"):
         fit_tenant_maps(loaded, "ensemble-v1", lake=lake)
+
+
+def test_a_cold_start_writes_the_next_default_map_and_returns_its_mixture(tmp_path: Path) -> None:
+    quickstart = Quickstart.copy_quickstart(tmp_path / "deploy")
+    loaded = load_config(quickstart.config, require_transforms=False)
+    rng = np.random.default_rng(4)
+    scores = np.concatenate([rng.beta(2, 30, 19_000), rng.beta(5, 3, 1_000)])
+    done = fit_cold_start(loaded, "single-v1", scores, 0.05, trials=2, seed=1, source="t.npy")
+    assert done.path == quickstart.root / "transforms/single-v1/default/v1.json"
+    assert done.artifact.method == "beta-mixture"
+    assert done.artifact.fit is not None
+    assert done.artifact.fit["training_scores"] == "t.npy"
+    assert done.mixture.params.w == pytest.approx(0.05)
+    assert done.mixture.jsd < 0.02
+    with pytest.raises(ValueError, match="prior must be in"):
+        fit_cold_start(loaded, "single-v1", scores, 1.5)
+    with pytest.raises(MuseError, match="no predictor 'nope'"):
+        fit_cold_start(loaded, "nope", scores, 0.05)

@@ -215,42 +215,29 @@ def cold_start(
 ) -> None:
     """Fit the paper's Beta mixture (Eqs. 6–8) to the predictor's training scores and write
     its default map T^Q_v0, used for every tenant without a map of its own."""
-    from muse.artifacts import QuantileArtifact, reference_digest, write_artifact
-    from muse.fitting.cold_start import cold_start_map, fit_beta_mixture
-    from muse.fitting.workflows import next_version
+    from muse.fitting.workflows import fit_cold_start
     from muse.scorefiles import read_score_file
 
     if not 0.0 < prior < 1.0:
         fail(f"--prior must be in (0, 1) (the fraud share of the training data), got {prior!r}")
     loaded = load_lenient(config, predictor)
-    spec = loaded.spec.predictors[predictor]
-    reference = loaded.references[spec.reference]
-    folder = loaded.path.parent / spec.transforms
+    reference = loaded.references[loaded.spec.predictors[predictor].reference]
     try:
         scores = read_score_file(training_scores, column)
         with err.status(f"fitting the Beta mixture to {scores.size:,} scores ({trials} trials)"):
-            mixture = fit_beta_mixture(scores, prior, n_trials=trials, seed=seed)
-        qmap = cold_start_map(mixture, reference)
-        artifact = QuantileArtifact(
-            quantile_map=qmap,
-            fingerprint=loaded.fingerprints[predictor],
-            reference=spec.reference,
-            reference_digest=reference_digest(reference),
-            version=next_version(folder, None, first=0),
-            tenant=None,
-            predictor=predictor,
-            method="beta-mixture",
-            fit={
-                "mixture": mixture.to_dict(),
-                "prior": prior,
-                "training_scores": training_scores.name,
-                "trials": trials,
-                "seed": seed,
-            },
-        )
-        path = write_artifact(folder, artifact)
+            done = fit_cold_start(
+                loaded,
+                predictor,
+                scores,
+                prior,
+                trials=trials,
+                seed=seed,
+                source=training_scores.name,
+            )
     except (MuseError, ValueError, OSError) as e:
         fail(str(e))
+    mixture, artifact, path = done.mixture, done.artifact, done.path
+    qmap = artifact.quantile_map
     p = mixture.params
     table = Table(title=f"Beta mixture of {predictor} (Eq. 6), best of {trials} trials")
     for col in ("component", "a", "b", "weight", "mean"):

@@ -14,13 +14,21 @@ from muse.fitting.monitor import TenantDrift, monitor_lake, threshold_levels
 from muse.fitting.quantiles import InsufficientSamplesError, TenantFit, fit_tenant_map
 from muse.fitting.refresh import Candidate, RefreshChoice, choose_refresh, refresh_map
 from muse.fitting.sample_size import required_samples
-from muse.fitting.workflows import FitRefusal, FittedMap, TenantMaps, fit_tenant_maps
+from muse.fitting.workflows import (
+    ColdStart,
+    FitRefusal,
+    FittedMap,
+    TenantMaps,
+    fit_cold_start,
+    fit_tenant_maps,
+)
 
 __all__ = [
     "DEFAULT_LEVELS",
     "BetaMixture",
     "BetaMixtureParams",
     "Candidate",
+    "ColdStart",
     "DriftVerdict",
     "FitRefusal",
     "FittedMap",
@@ -34,6 +42,7 @@ __all__ = [
     "cold_start_map",
     "drift_verdict",
     "fit_beta_mixture",
+    "fit_cold_start",
     "fit_tenant_map",
     "fit_tenant_maps",
     "mixture_jsd",

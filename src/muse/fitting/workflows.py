@@ -1,5 +1,6 @@
-"""The offline workflows as functions that return values: what ``muse fit quantiles`` does,
-callable from Python (a notebook, a pipeline, the refresh), with the CLI as a thin shell.
+"""The offline workflows as functions that return values: what ``muse fit quantiles`` and
+``muse cold-start`` do, callable from Python (a notebook, a pipeline, the refresh), with the
+CLI commands as thin shells.
 
 :func:`fit_tenant_maps` reads one predictor's raw aggregates per tenant from the score lake,
 fits each tenant's next map (guarded by Eq. 5, checked on the latest held-out events) and
@@ -13,13 +14,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from muse.artifacts import list_versions, write_artifact
+import numpy.typing as npt
+
+from muse.artifacts import QuantileArtifact, list_versions, reference_digest, write_artifact
 from muse.config import LoadedConfig
 from muse.errors import MuseError
+from muse.fitting import cold_start as _cold_start
+from muse.fitting.cold_start import BetaMixture, cold_start_map
 from muse.fitting.quantiles import InsufficientSamplesError, TenantFit, fit_tenant_map
 from muse.scorelog import LakeReader, Window
+from muse.transforms._checks import as_finite
 
-__all__ = ["FitRefusal", "FittedMap", "TenantMaps", "fit_tenant_maps", "next_version"]
+__all__ = [
+    "ColdStart",
+    "FitRefusal",
+    "FittedMap",
+    "TenantMaps",
+    "fit_cold_start",
+    "fit_tenant_maps",
+    "next_version",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +153,60 @@ def _window_doc(window: Window | None, role: str, n: int) -> dict[str, str]:
             if value is not None:
                 doc[bound] = value.isoformat()
     return doc
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """A predictor's default map written, with the Beta mixture it came from."""
+
+    path: Path
+    artifact: QuantileArtifact
+    mixture: BetaMixture
+
+
+def fit_cold_start(
+    loaded: LoadedConfig,
+    predictor: str,
+    training_scores: npt.ArrayLike,
+    prior: float,
+    *,
+    trials: int = 5,
+    seed: int = 0,
+    source: str | None = None,
+) -> ColdStart:
+    """Fit the paper's Beta mixture (§2.4, Eqs. 6–8) to ``predictor``'s raw aggregates on
+    its training data and write its next default map T^Q_v0 (every tenant without a map of
+    its own is served by it). ``prior`` is the fraud share of that data; ``source`` names
+    where the scores came from, for the artifact's record."""
+    if predictor not in loaded.spec.predictors:
+        raise MuseError(
+            f"no predictor {predictor!r} in {loaded.path}; predictors: "
+            + ", ".join(sorted(loaded.spec.predictors))
+        )
+    if not 0.0 < prior < 1.0:
+        raise ValueError(
+            f"prior must be in (0, 1) (the fraud share of the training data), got {prior!r}"
+        )
+    scores = as_finite(training_scores, "training_scores").ravel()
+    spec = loaded.spec.predictors[predictor]
+    reference = loaded.references[spec.reference]
+    folder = loaded.path.parent / spec.transforms
+    mixture = _cold_start.fit_beta_mixture(scores, prior, n_trials=trials, seed=seed)
+    artifact = QuantileArtifact(
+        quantile_map=cold_start_map(mixture, reference),
+        fingerprint=loaded.fingerprints[predictor],
+        reference=spec.reference,
+        reference_digest=reference_digest(reference),
+        version=next_version(folder, None, first=0),
+        tenant=None,
+        predictor=predictor,
+        method="beta-mixture",
+        fit={
+            "mixture": mixture.to_dict(),
+            "prior": prior,
+            "training_scores": source or "",
+            "trials": trials,
+            "seed": seed,
+        },
+    )
+    return ColdStart(write_artifact(folder, artifact), artifact, mixture)
