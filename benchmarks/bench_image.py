@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,15 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from tests.config_fixtures import Deployment as Quickstart  # noqa: E402
-from tests.deploy.docker import DockerDaemon, ensure_docker_packages  # noqa: E402
+from tests.deploy.docker import DockerDaemon, ensure_docker_packages, published_quickstart  # noqa: E402
 from tests.e2e.support import free_port, readme_examples  # noqa: E402
 
-from muse.fleet import DeploymentStore  # noqa: E402
-from muse.fleet.promotion import promote  # noqa: E402
-from muse.fleet.publish import publish  # noqa: E402
-
-UID = 10001
 READY_TIMEOUT_S = 120.0
 
 
@@ -84,31 +77,7 @@ def cold_start(docker: DockerDaemon, image: str, root: Path) -> tuple[float, flo
     name = f"muse-bench-{port}"
     _, body, shown = readme_examples()[0]
     started = time.perf_counter()
-    docker.docker(
-        "run",
-        "--detach",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--read-only",
-        "--tmpfs",
-        f"/var/cache/muse:uid={UID},gid={UID}",
-        "--volume",
-        f"{root / 'store'}:/srv/store",
-        "--volume",
-        f"{root / 'lake'}:/srv/lake",
-        "--env",
-        "MUSE_STORE=/srv/store",
-        "--env",
-        "MUSE_LAKE=/srv/lake",
-        image,
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    )
+    docker.run_replica(image, name, root, port)
     try:
         deadline = started + READY_TIMEOUT_S
         ready = None
@@ -163,12 +132,7 @@ def main() -> None:
             sizes[tag] = (docker.image_size(tag), environment_bytes(docker, tag))
         with tempfile.TemporaryDirectory(prefix="muse-bench-image-") as tmp:
             root = Path(tmp)
-            quickstart = Quickstart.copy_quickstart(root / "deploy")
-            store = DeploymentStore(root / "store")
-            promote(store, publish(quickstart.config, store).version.id, switch_delay_s=0)
-            (root / "lake").mkdir()
-            for folder in (root / "store", root / "lake"):
-                subprocess.run(["chown", "-R", f"{UID}:{UID}", str(folder)], check=True)
+            published_quickstart(root)
             starts = [cold_start(docker, "muse:bench", root) for _ in range(args.starts)]
         print()
         print(f"{'image':<22}{'size MB':>10}{'python env MB':>16}")

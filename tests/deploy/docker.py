@@ -21,7 +21,16 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["DockerDaemon", "DockerError", "ensure_docker_packages"]
+__all__ = [
+    "IMAGE_UID",
+    "DockerDaemon",
+    "DockerError",
+    "ensure_docker_packages",
+    "published_quickstart",
+]
+
+#: The user muse's image runs as (the Dockerfile's ``USER``).
+IMAGE_UID = 10001
 
 #: Debian's packages: the engine (dockerd, containerd, runc, docker-init) and debootstrap.
 PACKAGES = ("docker.io", "debootstrap")
@@ -145,6 +154,38 @@ class DockerDaemon:
             raise DockerError(f"{command[0]} exited {done.returncode}:\n{done.stderr[-3000:]}")
         return done.stdout
 
+    def run_replica(self, image: str, name: str, root: Path, port: int, *env: str) -> None:
+        """A scoring replica of ``image`` in a detached container ``name``: host network,
+        read-only root, the version cache on a tmpfs, ``root/store`` and ``root/lake``
+        mounted and named by ``MUSE_STORE``/``MUSE_LAKE``; ``env``: more ``KEY=VALUE``."""
+        extra = [arg for pair in env for arg in ("--env", pair)]
+        self.docker(
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--read-only",
+            "--tmpfs",
+            f"/var/cache/muse:uid={IMAGE_UID},gid={IMAGE_UID}",
+            "--volume",
+            f"{root / 'store'}:/srv/store",
+            "--volume",
+            f"{root / 'lake'}:/srv/lake",
+            "--env",
+            "MUSE_STORE=/srv/store",
+            "--env",
+            "MUSE_LAKE=/srv/lake",
+            *extra,
+            image,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        )
+
     def image_size(self, tag: str) -> int:
         """Bytes of ``tag`` unpacked (what ``docker images`` shows as SIZE)."""
         out = self.docker("image", "inspect", tag).stdout
@@ -179,3 +220,21 @@ def _mounts_under(root: Path) -> list[str]:
         return []
     points = [line.split()[1] for line in lines if len(line.split()) > 1]
     return sorted((p for p in points if p.startswith(f"{root}/")), key=len, reverse=True)
+
+
+def published_quickstart(root: Path) -> str:
+    """The quickstart published and promoted into ``root/store``, with ``root/lake``, both
+    writable by the image's user (replicas write heartbeats and lake files); its version."""
+    from muse.fleet import DeploymentStore
+    from muse.fleet.promotion import promote
+    from muse.fleet.publish import publish
+    from tests.config_fixtures import Deployment as Quickstart
+
+    quickstart = Quickstart.copy_quickstart(root / "deploy")
+    store = DeploymentStore(root / "store")
+    version = publish(quickstart.config, store).version.id
+    promote(store, version, switch_delay_s=0)
+    for folder in (root / "store", root / "lake"):
+        folder.mkdir(exist_ok=True)
+        subprocess.run(["chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", str(folder)], check=True)
+    return version

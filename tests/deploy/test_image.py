@@ -17,19 +17,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from muse.fleet import DeploymentStore
-from muse.fleet.promotion import promote
-from muse.fleet.publish import publish
 from muse.scorelog import LAKE_SCHEMA
-from tests.config_fixtures import Deployment as Quickstart
 from tests.deploy.conftest import REPO, TOOLS_TAG, build
-from tests.deploy.docker import DockerDaemon
+from tests.deploy.docker import IMAGE_UID, DockerDaemon, published_quickstart
 from tests.e2e.support import free_port, readme_examples
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 #: The image's user: numeric, so Kubernetes' runAsNonRoot can check it.
-UID = 10001
+UID = IMAGE_UID
 READY_TIMEOUT_S = 90.0
 #: Generous guard against an environment that grows by accident (measured: see RESULTS.md).
 MAX_IMAGE_BYTES = 900 * 1024 * 1024
@@ -40,13 +36,7 @@ def fleet_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The quickstart published and promoted, in a folder the image's user may write
     (replicas write their heartbeats into the store)."""
     root = tmp_path_factory.mktemp("image")
-    quickstart = Quickstart.copy_quickstart(root / "deploy")
-    store = DeploymentStore(root / "store")
-    version = publish(quickstart.config, store).version.id
-    promote(store, version, switch_delay_s=0)
-    for folder in (root / "store", root / "lake"):
-        folder.mkdir(exist_ok=True)
-        subprocess.run(["chown", "-R", f"{UID}:{UID}", str(folder)], check=True)
+    version = published_quickstart(root)
     return root, version
 
 
@@ -59,33 +49,7 @@ def replica(
     root, _ = fleet_store
     port = free_port()
     name = f"muse-replica-{port}"
-    docker.docker(
-        "run",
-        "--detach",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--read-only",
-        "--tmpfs",
-        f"/var/cache/muse:uid={UID},gid={UID}",
-        "--volume",
-        f"{root / 'store'}:/srv/store",
-        "--volume",
-        f"{root / 'lake'}:/srv/lake",
-        "--env",
-        "MUSE_STORE=/srv/store",
-        "--env",
-        "MUSE_LAKE=/srv/lake",
-        "--env",
-        "MUSE_REPLICA=docker-replica",
-        image,
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    )
+    docker.run_replica(image, name, root, port, "MUSE_REPLICA=docker-replica")
     try:
         yield name, port
     finally:
