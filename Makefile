@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_feature_store.py
 	$(BIN)/python benchmarks/bench_remote.py
 	$(BIN)/python benchmarks/bench_image.py
+	$(BIN)/python benchmarks/refresh_real_data.py --seeds 10
 
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup

@@ -9,14 +9,17 @@ averaged over the levels ``a`` at which period ``t`` expects at least 10 alerts)
 
 - fixed policies: the last period, all history, decayed history (half-life 1 and 3
   periods), the last 4 periods;
-- **auto**: ``muse.fitting.refresh_map`` (the policy picks per tenant by backtest; when it
-  has too few events for Eq. 5 it keeps serving the all-history map, its fallback);
+- **auto**: ``muse.fitting.refresh_map`` with its defaults (method ``"local-level"``: a
+  local-level model of the tenant's alert rate weighs its periods; when it has too few
+  events for Eq. 5 it keeps serving the all-history map, its fallback);
+- **backtest**: the same with method ``"backtest"`` (the candidates above backtested on
+  the tenant's recent periods, one picked);
 - **floor**: the sampling noise no policy can beat, even with no drift at all —
   the median of ``|N(0, σ)|``, ``0.6745 σ`` with ``σ = √((1 − a)/a · (1/n_fit + 1/n_eval))``
   and ``n_fit`` all history (appendix A), averaged over the judged levels.
 
 Reports per data set the median |error| over seeds × periods of each policy, its ratio to
-the best fixed policy and to the floor, and how often auto chose each candidate.
+the best fixed policy and to the floor, and how auto and backtest weighed the periods (backtest: the candidate it chose; auto: all, most (over half the periods' worth of weight) or about k periods).
 ``python benchmarks/refresh_real_data.py [--seeds 5] [--data PATH]`` (~3 min).
 """
 
@@ -41,7 +44,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from muse.datasets.public import PublicDataset, load_public  # noqa: E402
 from muse.fitting import InsufficientSamplesError, choose_refresh  # noqa: E402
-from muse.fitting.refresh import Candidate, alert_rate_error  # noqa: E402
+from muse.fitting.refresh import Candidate, RefreshChoice, alert_rate_error  # noqa: E402
 from muse.transforms import QuantileMap, Reference  # noqa: E402
 from muse.types import ScoreArray  # noqa: E402
 
@@ -106,38 +109,75 @@ def floor(n_fit: int, n_eval: int) -> float:
     )
 
 
+def _label(choice: RefreshChoice) -> str:
+    """What a choice fitted on, coarsely: how many periods' worth of weight it used."""
+    if choice.candidate is not None:
+        return choice.candidate.name
+    memory = 1.0 / float(np.sum(np.square(choice.period_weights)))
+    share = memory / choice.period_weights.size
+    return "all" if share > 0.95 else "most" if share > 0.5 else f"~{min(4, math.ceil(memory))}"
+
+
 def walk(
-    data: PublicDataset, seed: int, errors: dict[str, list[float]], chosen: Counter[str]
+    data: PublicDataset,
+    seed: int,
+    errors: dict[str, list[float]],
+    chosen: dict[str, Counter[str]],
 ) -> None:
     cut = data.n_periods // 3
     raw = train(data, cut, seed)
     windows = [raw[data.period == p] for p in range(cut, data.n_periods)]
     for t in range(FIRST_EVALUATED, len(windows)):
         history, target = windows[:t], windows[t]
+        labels: dict[str, str] = {}
         row: dict[str, float] = {
             name: alert_rate_error(policy(history), target, R, LEVELS, min_alerts=MIN_ALERTS)
             for name, policy in FIXED.items()
         }
-        try:
-            choice = choose_refresh(
-                history,
-                R,
-                levels=LEVELS,
-                min_alerts=MIN_ALERTS,
-                backtest=BACKTEST,
-                recency_half_life=HALF_LIFE,
-                within_se=WITHIN_SE,
-            )
-            auto, label = choice.quantile_map, choice.candidate.name
-        except InsufficientSamplesError:
-            auto, label = FIXED["all"](history), "fallback"
-        row["auto"] = alert_rate_error(auto, target, R, LEVELS, min_alerts=MIN_ALERTS)
+        for method in ("local-level", "backtest"):
+            try:
+                choice = choose_refresh(
+                    history,
+                    R,
+                    levels=LEVELS,
+                    min_alerts=MIN_ALERTS,
+                    method=method,
+                    backtest=BACKTEST,
+                    recency_half_life=HALF_LIFE,
+                    within_se=WITHIN_SE,
+                )
+                qmap, label = choice.quantile_map, _label(choice)
+            except InsufficientSamplesError:
+                qmap, label = FIXED["all"](history), "fallback"
+            key = "auto" if method == "local-level" else "backtest"
+            row[key] = alert_rate_error(qmap, target, R, LEVELS, min_alerts=MIN_ALERTS)
+            labels[key] = label
         row["floor"] = floor(int(sum(w.size for w in history)), int(target.size))
         if math.isnan(row["auto"]):
             continue  # the period is too small to judge any level
-        chosen[label] += 1
+        for key, label in labels.items():
+            chosen[key][label] += 1
+        row["period"] = float(t)
         for name, value in row.items():
             errors.setdefault(name, []).append(value)
+
+
+def ratio_interval(
+    errors: dict[str, list[float]], name: str, baseline: str, rounds: int = 2000
+) -> tuple[float, float]:
+    """90 % interval of median(name) / median(baseline), by a bootstrap that resamples
+    whole periods (every seed's row of a period together: seeds share the period's data,
+    so their errors are not independent)."""
+    period = np.array(errors["period"])
+    a, b = np.array(errors[name]), np.array(errors[baseline])
+    groups = [np.flatnonzero(period == p) for p in np.unique(period)]
+    rng = np.random.default_rng(0)
+    ratios = []
+    for _ in range(rounds):
+        rows = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        ratios.append(np.median(a[rows]) / np.median(b[rows]))
+    low, high = np.quantile(ratios, [0.05, 0.95])
+    return float(low), float(high)
 
 
 def main() -> None:
@@ -158,10 +198,10 @@ def main() -> None:
         started = time.perf_counter()
         data = load_public(name, args.data)
         errors: dict[str, list[float]] = {}
-        chosen: Counter[str] = Counter()
+        chosen: dict[str, Counter[str]] = {"auto": Counter(), "backtest": Counter()}
         for seed in range(args.seeds):
             walk(data, seed, errors, chosen)
-        medians = {k: statistics.median(v) for k, v in errors.items()}
+        medians = {k: statistics.median(v) for k, v in errors.items() if k != "period"}
         best_name = min(FIXED, key=lambda k: medians[k])
         best = medians[best_name]
         print(
@@ -170,15 +210,22 @@ def main() -> None:
             f"({time.perf_counter() - started:.0f} s)"
         )
         print(f"  {'policy':<10}{'median |err|':>14}{'p90':>8}{'/ best fixed':>14}{'/ floor':>9}")
-        for k in (*FIXED, "auto", "floor"):
+        for k in (*FIXED, "auto", "backtest", "floor"):
             v = errors[k]
             p90 = float(np.quantile(v, 0.9))
             print(
                 f"  {k:<10}{medians[k]:>14.3f}{p90:>8.3f}{medians[k] / best:>14.2f}"
                 f"{medians[k] / medians['floor']:>9.2f}"
             )
-        share = ", ".join(f"{k} {n / sum(chosen.values()):.0%}" for k, n in chosen.most_common())
-        print(f"  auto chose: {share}")
+        for key, counts in chosen.items():
+            total = sum(counts.values())
+            share = ", ".join(f"{k} {n / total:.0%}" for k, n in counts.most_common())
+            print(f"  {key} weighed: {share}")
+        low, high = ratio_interval(errors, "auto", best_name)
+        print(
+            f"  auto / {best_name}: {medians['auto'] / best:.2f} "
+            f"(90 % interval, periods resampled: {low:.2f}–{high:.2f})"
+        )
         ok_best = medians["auto"] <= best
         ok_floor = medians["auto"] <= 1.3 * medians["floor"]
         verdicts.append(

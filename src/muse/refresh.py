@@ -16,7 +16,9 @@ traffic to:
    fewer events than Eq. 5 asks;
 3. **validate** — the candidate maps the held-out events: it must not be drifting there,
    and its mean relative alert-rate error over the levels judged must be below the map in
-   service's (the gate of a repair is that it repairs; both errors are recorded);
+   service's (the gate of a repair is that it repairs; both errors are recorded, and, per
+   threshold the tenant declared, the old and new alert rates and the share of events
+   whose action changes — what the tenant will see);
 4. **promote** — the candidates that passed are written as the tenants' next map versions
    into a copy of the active version, published and promoted through the store (two-phase,
    like ``muse promote``): every replica switches at once, or none does.
@@ -33,7 +35,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +47,7 @@ import pyarrow.compute as pc
 from muse.artifacts import QuantileArtifact, reference_digest, scan_versions, write_artifact
 from muse.config import LoadedConfig, load_config
 from muse.errors import MuseError
+from muse.evaluation.compare import assign_actions
 from muse.fitting import (
     DriftVerdict,
     InsufficientSamplesError,
@@ -58,6 +61,7 @@ from muse.fleet.promotion import promote
 from muse.fleet.publish import publish
 from muse.fleet.store import actor, now_iso
 from muse.scorelog import LakeReader, Window
+from muse.transforms import Reference
 from muse.types import ScoreArray
 
 __all__ = ["Decision", "RefreshError", "RefreshPass", "refresh_history", "run_refresh"]
@@ -86,6 +90,10 @@ class Decision:
     new_error: float | None = None
     why: str = ""
     levels: list[dict[str, Any]] = field(default_factory=list)
+    #: What the tenant will see change, per declared threshold, on the held-out events
+    #: (the model-CI gate's view): the promised rate, the old and new map's alert rates,
+    #: and the share of events whose action the new map changes.
+    actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +197,12 @@ def run_refresh(
                     )
                     continue
                 decision, artifact = _refit(context, predictor, role, base, current, levels[t])
+                if artifact is None and first and drift.verdict.verdict == "aligned":
+                    # The default already serves this tenant within tolerance: keeping it
+                    # is no failure, and must not read as one every pass.
+                    decision = replace(
+                        decision, action="none", why=f"keeps the cold-start default: {decision.why}"
+                    )
                 decisions.append(decision)
                 if artifact is not None:
                     refits.append((predictor, t, artifact))
@@ -271,17 +285,21 @@ def _refit(
     new_v = drift_verdict(choice.quantile_map(held), reference, levels, **judge)
     old_v = drift_verdict(current.quantile_map(held), reference, levels, **judge)
     ok, why, old_err, new_err = _validate(old_v, new_v)
+    actions = _action_changes(
+        current.quantile_map(held), choice.quantile_map(held), _thresholds(loaded, t), reference
+    )
     version = max(scan_versions(_transforms_dir(loaded, predictor)).get(t, [0])) + 1
     decision = replace(
         base,
         action="refit" if ok else "failed",
         new_version=f"{t}/v{version}" if ok else None,
-        policy=choice.candidate.name,
+        policy=choice.policy,
         n_fit=int(cut),
         n_holdout=int(held.size),
         old_error=old_err,
         new_error=new_err,
         why=why,
+        actions=actions,
     )
     if not ok:
         return decision, None
@@ -293,7 +311,7 @@ def _refit(
         version=version,
         tenant=t,
         predictor=predictor,
-        method=f"refresh:{choice.candidate.name}",
+        method=f"refresh:{choice.policy}",
         window={"since": _iso(ctx.history.since), "until": ctx.end.isoformat()},
     )
 
@@ -353,6 +371,29 @@ def _judged(
             f"[{_iso(window.since)}, {_iso(window.until)}) for {list(predictors)}"
         )
     return out
+
+
+def _action_changes(
+    old: ScoreArray, new: ScoreArray, thresholds: Mapping[str, float], reference: Reference
+) -> list[dict[str, Any]]:
+    """Per declared threshold (lowest first): the rate R promises above it, the old and
+    new scores' alert rates, and the share of events whose action differs between them
+    (:func:`~muse.evaluation.compare.assign_actions`: the highest threshold reached)."""
+    if not thresholds or old.size == 0:
+        return []
+    old_actions, new_actions = assign_actions(old, thresholds), assign_actions(new, thresholds)
+    changed = float(np.mean(old_actions != new_actions))
+    return [
+        {
+            "action": action,
+            "threshold": t,
+            "promised": float(1.0 - reference.cdf(np.array([t]))[0]),
+            "old_rate": float(np.mean(old >= t)),
+            "new_rate": float(np.mean(new >= t)),
+            "actions_changed": changed,
+        }
+        for action, t in sorted(thresholds.items(), key=lambda kv: kv[1])
+    ]
 
 
 def _thresholds(loaded: LoadedConfig, tenant: str) -> dict[str, float]:

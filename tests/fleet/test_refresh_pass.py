@@ -19,12 +19,18 @@ from muse.fleet.promotion import live_replicas, promote
 from muse.fleet.publish import publish
 from muse.refresh import RefreshError, refresh_history, run_refresh
 from muse.scorelog import LakeRow, LakeWriter
-from muse.transforms import QuantileMap
+from muse.transforms import QuantileMap, Reference
 from tests.cli_support import invoke
 from tests.config_fixtures import Deployment as Quickstart
 from tests.e2e.support import MuseProcess, event, wait_until
 
 END = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def THRESHOLDS(reference: Reference) -> list[float]:  # noqa: N802 - a constant of R
+    return [float(t) for t in reference.ppf([0.95, 0.99])]
+
+
 DAYS = 14
 PER_DAY = 2_500
 
@@ -69,6 +75,13 @@ def lake_rows(
 @pytest.fixture
 def fleet(tmp_path: Path) -> tuple[DeploymentStore, str, LoadedConfig]:
     quickstart = Quickstart.copy_quickstart(tmp_path / "deploy")
+    # bank1 acts at two thresholds: R's 5 % and 1 % points.
+    reference = load_config(quickstart.config).references["fraud-v1"]
+    doc = quickstart.doc()
+    doc["tenants"] = {
+        "bank1": {"thresholds": dict(zip(("review", "block"), THRESHOLDS(reference), strict=True))}
+    }
+    quickstart.write(doc)
     store = DeploymentStore(tmp_path / "store")
     promote(store, publish(quickstart.config, store).version.id, switch_delay_s=0)
     return store, str(tmp_path / "lake"), load_config(quickstart.config)
@@ -140,6 +153,20 @@ def test_a_drifting_tenant_is_refitted_validated_and_promoted(
     audited = {(d["predictor"], d["tenant"]): d for d in record["decisions"]}
     assert audited[("ensemble-v1", "bank1")]["new_version"] == "bank1/v2"
     assert audited[("ensemble-v1", "bank1")]["policy"] == bank1.policy
+    # What bank1 sees change at its thresholds, on the held-out events: the old map alerted
+    # about twice the promised rate, the new one about the promise.
+    review, block = audited[("ensemble-v1", "bank1")]["actions"]
+    assert (review["action"], block["action"]) == ("review", "block")
+    assert review["promised"] == pytest.approx(0.05)
+    assert block["promised"] == pytest.approx(0.01)
+    for level in (review, block):
+        assert level["old_rate"] == pytest.approx(2 * level["promised"], rel=0.25)
+        assert level["new_rate"] == pytest.approx(level["promised"], rel=0.25)
+    # The maps are monotone: an event changes action when it crosses either threshold.
+    crossed = sum(level["old_rate"] - level["new_rate"] for level in (review, block))
+    assert (
+        review["actions_changed"] == block["actions_changed"] == pytest.approx(crossed, abs=0.005)
+    )
     assert any("ensemble-v1/bank1 (live): refit" in line for line in said)
 
 
@@ -218,6 +245,31 @@ def test_a_candidate_predictor_gets_a_map_for_each_tenant_it_shadows_before_goin
     assert after is not None
     served = load_config(store.materialize(str(after["version"]), tmp_path / "check"))
     assert served.transforms["ensemble-v1"].tenants["fintech3"].version == 1
+
+
+def test_an_aligned_tenant_on_the_default_keeps_it_without_a_failure(
+    fleet: tuple[DeploymentStore, str, LoadedConfig], tmp_path: Path
+) -> None:
+    """fintech3's shadow traffic follows the default map: its last 7 days hold enough events
+    to judge it aligned, so a first map of its own is tried (the default is only a prior),
+    but the held-out 20 % of its 14 days are too few to validate one. The tenant keeps the
+    default, and the pass reads "none" with the why, not a failure every pass."""
+    store, lake, loaded = fleet
+    rng = np.random.default_rng(9)
+    default = loaded.transforms["ensemble-v1"].default.quantile_map
+    per_day = 400  # 7 days: 2,800 >= Eq. 5's 1,825 at 5 %; held out: 1,120 < 1,825
+    with LakeWriter(lake) as writer:
+        for day in range(DAYS):
+            raw = np.interp(rng.random(per_day), default.levels, default.source)
+            writer.append(list(lake_rows(loaded, "fintech3", "ensemble-v1", raw, day, "shadow")))
+    result = run_refresh(store, cache=tmp_path / "cache", lake=lake, now=END)
+    (fintech3,) = [d for d in result.decisions if d.tenant == "fintech3"]
+    assert fintech3.verdict == "aligned"
+    assert fintech3.action == "none"
+    assert fintech3.why is not None
+    assert fintech3.why.startswith("keeps the cold-start default: cannot validate")
+    assert fintech3.new_version is None
+    assert not result.promoted
 
 
 # -- the command --------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def _print_pass(doc: dict[str, Any]) -> None:
     """One line per decision (plain columns: scripts read them), then the outcome."""
     out.print(
         f"{'PREDICTOR':<14}  {'TENANT':<12}  {'VERDICT':<14}  {'ACTION':<7}  "
-        f"{'MAP':<20}  {'POLICY':<8}  HELD-OUT ERROR  WHY",
+        f"{'MAP':<20}  {'POLICY':<20}  HELD-OUT ERROR  WHY",
         highlight=False,
         soft_wrap=True,
     )
@@ -151,7 +151,7 @@ def _print_pass(doc: dict[str, Any]) -> None:
         why = d["why"] or d["reason"]
         out.print(
             f"{d['predictor']:<14}  {d['tenant']:<12}  {d['verdict']:<14}  {d['action']:<7}  "
-            f"{maps:<20}  {d['policy'] or '-':<8}  {errs:<14}  {why}",
+            f"{maps:<20}  {d['policy'] or '-':<20}  {errs:<14}  {why}",
             highlight=False,
             markup=False,
             soft_wrap=True,

@@ -10,6 +10,7 @@ from muse.fitting.cold_start import (
     mixture_jsd,
 )
 from muse.fitting.drift import DEFAULT_LEVELS, DriftVerdict, LevelCheck, drift_verdict
+from muse.fitting.local_level import LocalLevel, fit_local_level
 from muse.fitting.monitor import TenantDrift, monitor_lake, threshold_levels
 from muse.fitting.quantiles import InsufficientSamplesError, TenantFit, fit_tenant_map
 from muse.fitting.refresh import Candidate, RefreshChoice, choose_refresh, refresh_map
@@ -34,6 +35,7 @@ __all__ = [
     "FittedMap",
     "InsufficientSamplesError",
     "LevelCheck",
+    "LocalLevel",
     "RefreshChoice",
     "TenantDrift",
     "TenantFit",
@@ -43,6 +45,7 @@ __all__ = [
     "drift_verdict",
     "fit_beta_mixture",
     "fit_cold_start",
+    "fit_local_level",
     "fit_tenant_map",
     "fit_tenant_maps",
     "mixture_jsd",
