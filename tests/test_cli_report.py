@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import Result
 
@@ -171,3 +172,46 @@ def test_calibration_report(deployment: Deployment) -> None:
     for name in ("| m1 |", "| m2 |", "| m3 |", "| ensemble |", "ECE corrected"):
         assert name in text
     assert (out / "reliability.png").stat().st_size > 10_000
+
+
+# -- the same reports as library workflows: values, not renderings -------------------------
+
+
+def test_reports_are_library_workflows_that_return_values(deployment: Deployment) -> None:
+    """What the commands render, a pipeline gets as values: the gate's pass and checks,
+    the per-bin alignment, the calibration rows — the same figures the CLI prints."""
+    from muse.evaluation.reports import alignment_report, calibration_report, compare_report
+
+    loaded = load_config(deployment.config)
+    labels = deployment.root / "labels.parquet"
+    with LakeReader(str(deployment.root / "lake"), labels=labels) as reader:
+        gate = compare_report(loaded, reader, "single-v1", "ensemble-v1", "bank2", with_labels=True)
+        aligned = alignment_report(loaded, reader, ["single-v1@v1", "ensemble-v1"], "bank2")
+        calib = calibration_report(loaded, reader, "ensemble-v1", "bank1")
+    assert gate.passed
+    assert gate.comparison.n == len(gate.event_ids) == 4_000
+    assert gate.comparison.thresholds == THRESHOLDS
+    assert {c.metric for c in gate.comparison.checks} >= {"action changes", "PR-AUC"}
+    assert gate.live_scores.shape == gate.candidate_scores.shape == (4_000,)
+    assert aligned.reference == loaded.spec.predictors["single-v1"].reference
+    assert aligned.series["single-v1@v1"].n == 4_000
+    assert calib.n == int(calib.labels.size) > 0
+    assert 0 < calib.positives < calib.n
+    assert [r.name for r in calib.rows][-1] == "ensemble"
+    assert calib.corrected.shape == calib.uncorrected.shape == (calib.n,)
+    assert not np.array_equal(calib.corrected, calib.uncorrected)  # T^C moved the scores
+
+
+def test_report_workflows_name_what_is_missing(deployment: Deployment) -> None:
+    from muse.evaluation.reports import ReportError, alignment_report, compare_report
+
+    loaded = load_config(deployment.config)
+    with LakeReader(str(deployment.root / "lake")) as reader:
+        with pytest.raises(ReportError, match="no events scored by both"):
+            compare_report(loaded, reader, "single-v1", "ensemble-v1", "bank1")
+        with pytest.raises(ReportError, match="no predictor 'single-v9'"):
+            compare_report(loaded, reader, "single-v9", "ensemble-v1", "bank2")
+        with pytest.raises(ReportError, match=r"T\^Q versions present: \['v1'\]"):
+            alignment_report(loaded, reader, ["single-v1@v7"], "bank2")
+        with pytest.raises(ReportError, match="role must be live, shadow or any"):
+            alignment_report(loaded, reader, ["single-v1"], "bank2", role="all")

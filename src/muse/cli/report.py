@@ -102,9 +102,8 @@ def alignment(
 ) -> None:
     """Per-bin relative error to the reference of each (predictor, T^Q version) on one
     tenant and window: the paper's Fig. 4/6, as a table and a PNG."""
-    from muse.evaluation import relative_error_by_bin
-    from muse.evaluation.compare import GATE_LEVELS
     from muse.evaluation.render import Report, alignment_table, plot_alignment
+    from muse.evaluation.reports import alignment_report
 
     if role not in ("live", "shadow", "any"):
         fail(f"--role must be live, shadow or any, got {role!r}")
@@ -112,48 +111,25 @@ def alignment(
         fail(f"--bins must be >= 1, got {bins}")
     loaded = load_lenient(config, *(item.partition("@")[0] for item in predictor))
     window = _window(since, until)
-    series = {}
-    references = set()
     try:
         with _open(loaded, config, lake, None) as reader:
-            for item in predictor:
-                name, _, version = item.partition("@")
-                ref_name = loaded.spec.predictors[name].reference
-                references.add(ref_name)
-                reference = loaded.references[ref_name]
-                table = reader.scores(
-                    name, tenant, role=None if role == "any" else role, window=window
-                )
-                scores = table.column("score").to_numpy()
-                if version:
-                    keep = np.asarray(table.column("tq_version").to_pylist()) == version
-                    scores = scores[keep]
-                if scores.size == 0:
-                    found = sorted(set(table.column("tq_version").to_pylist()))
-                    fail(
-                        f"no rows of {item!r} for tenant {tenant!r} in that window"
-                        + (f"; T^Q versions present: {found}" if found else "")
-                    )
-                levels = np.union1d(np.linspace(0.0, 1.0, bins + 1), [*GATE_LEVELS[-5:]])
-                edges = reference.ppf(levels)
-                edges[0], edges[-1] = 0.0, 1.0
-                series[item] = relative_error_by_bin(scores, reference, np.unique(edges))
+            result = alignment_report(
+                loaded, reader, predictor, tenant, window=window, role=role, bins=bins
+            )
     except (MuseError, ValueError, OSError) as e:
         fail(str(e))
-    if len(references) > 1:
-        fail(f"the predictors target different references {sorted(references)}: not comparable")
-    report = Report(f"Alignment to {references.pop()} — tenant {tenant}")
+    report = Report(f"Alignment to {result.reference} — tenant {tenant}")
     report.notes.append(
         ", ".join(
             f"{k}: {v.n:,} events, max |rel. error| {v.max_abs_error:.1%}"
-            for k, v in series.items()
+            for k, v in result.series.items()
         )
     )
     figure = None
     if out_dir is not None:
-        plot_alignment(series, out_dir / "alignment.png", title=f"tenant {tenant}")
+        plot_alignment(result.series, out_dir / "alignment.png", title=f"tenant {tenant}")
         figure = "alignment.png"
-    header, rows = alignment_table(series)
+    header, rows = alignment_table(result.series)
     report.add("relative error per score bin", header, rows, figure)
     _emit(report, out_dir)
 
@@ -173,49 +149,31 @@ def calibration(
 ) -> None:
     """ECE and Brier score per expert and for the ensemble, with and without posterior
     correction (paper Table 1), from the predictor's labelled lake rows."""
-    from muse.evaluation.calibration import calibration_table
     from muse.evaluation.render import Report, calibration_table_view, plot_reliability
-    from muse.transforms import posterior_correction, weighted_mean
+    from muse.evaluation.reports import ReportError, calibration_report
 
     loaded = load_lenient(config, predictor)
     window = _window(since, until)
-    spec = loaded.spec.predictors[predictor]
     try:
         with _open(loaded, config, lake, labels) as reader:
-            table = reader.scores(predictor, tenant, window=window, with_labels=True)
-        if table.num_rows == 0:
-            fail(f"no labelled rows of {predictor!r} for tenant {tenant!r} in that window")
-        experts = [dict(row) for row in table.column("experts").to_pylist()]
-        names = [e.model for e in spec.experts]
-        outputs = {n: np.array([row[n] for row in experts], dtype=np.float64) for n in names}
-        y = table.column("label").to_numpy()
-        rows = calibration_table(
-            outputs,
-            {n: loaded.spec.models[n].undersampling for n in names},
-            y,
-            {e.model: e.weight for e in spec.experts},
-        )
+            result = calibration_report(loaded, reader, predictor, tenant, window=window)
+    except ReportError as e:
+        fail(str(e))
     except (MuseError, ValueError, OSError, KeyError) as e:
         fail(f"cannot compute calibration: {e}")
     report = Report(f"Calibration of {predictor} — tenant {tenant}")
     report.notes.append(
-        f"{table.num_rows:,} labelled events, {int(y.sum()):,} positive; ECE is ECE_SWEEP^EM (p = 1)"
+        f"{result.n:,} labelled events, {result.positives:,} positive; ECE is ECE_SWEEP^EM (p = 1)"
     )
-    header, body = calibration_table_view(rows)
+    header, body = calibration_table_view(result.rows)
     figure = None
     if out_dir is not None:
-        betas = [loaded.spec.models[n].undersampling for n in names]
-        weights = np.array([e.weight for e in spec.experts])
-        raw = np.column_stack([outputs[n] for n in names])
-        corrected = np.column_stack(
-            [posterior_correction(outputs[n], b) for n, b in zip(names, betas, strict=True)]
-        )
         plot_reliability(
             {
-                "without posterior correction": weighted_mean(raw, weights),
-                "with posterior correction": weighted_mean(corrected, weights),
+                "without posterior correction": result.uncorrected,
+                "with posterior correction": result.corrected,
             },
-            y,
+            result.labels,
             out_dir / "reliability.png",
             title=f"{predictor}, tenant {tenant}",
         )
@@ -238,47 +196,31 @@ def compare(
 ) -> None:
     """The model-CI gate: candidate vs live on the same events, at the tenant's thresholds,
     against the limits in the config's `model_ci`. Exit 1 when a check fails."""
-    from muse.evaluation.compare import assign_actions, compare_predictors
+    from muse.evaluation.compare import assign_actions
     from muse.evaluation.render import Report, comparison_table, plot_alignment
+    from muse.evaluation.reports import compare_report
 
     loaded = load_lenient(config, live, candidate)
-    refs = {loaded.spec.predictors[p].reference for p in (live, candidate)}
-    if len(refs) > 1:
-        fail(f"{live} and {candidate} target different references {sorted(refs)}: not comparable")
-    reference = loaded.references[refs.pop()]
-    tenant_cfg = loaded.spec.tenants.get(tenant)
-    thresholds = dict(tenant_cfg.thresholds) if tenant_cfg is not None else {}
     window = _window(since, until)
     try:
         with _open(loaded, config, lake, labels) as reader:
-            paired = reader.paired(
-                live, candidate, tenant, window=window, with_labels=labels is not None
+            found = compare_report(
+                loaded,
+                reader,
+                live,
+                candidate,
+                tenant,
+                window=window,
+                with_labels=labels is not None,
             )
-        if paired.num_rows == 0:
-            fail(
-                f"no events scored by both {live!r} (live) and {candidate!r} for tenant "
-                f"{tenant!r} in that window: is {candidate!r} in a shadow rule for it?"
-            )
-        a = paired.column("live_score").to_numpy()
-        b = paired.column("candidate_score").to_numpy()
-        y = paired.column("label").to_numpy() if labels is not None else None
-        result = compare_predictors(
-            a,
-            b,
-            reference=reference,
-            thresholds=thresholds,
-            limits=loaded.spec.model_ci,
-            labels=y,
-            tenant=tenant,
-            live=live,
-            candidate=candidate,
-        )
     except (MuseError, ValueError, OSError) as e:
         fail(str(e))
+    result = found.comparison
+    thresholds = result.thresholds
     report = Report(f"Model CI — {candidate} vs {live} for {tenant}")
-    versions = sorted(set(paired.column("candidate_tq_version").to_pylist()))
     report.notes.append(
-        f"{result.n:,} paired events; candidate T^Q {', '.join(versions)}; thresholds "
+        f"{result.n:,} paired events; candidate T^Q {', '.join(found.candidate_versions)}; "
+        "thresholds "
         + (", ".join(f"{k} >= {v:g}" for k, v in thresholds.items()) or "none declared")
     )
     figure = None
@@ -289,9 +231,10 @@ def compare(
             title=f"tenant {tenant}",
         )
         figure = "alignment.png"
+        a, b = found.live_scores, found.candidate_scores
         _write_events(
             out_dir / "events.csv",
-            paired.column("event_id").to_pylist(),
+            found.event_ids,
             a,
             b,
             assign_actions(a, thresholds),
