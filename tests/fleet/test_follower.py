@@ -136,16 +136,19 @@ def test_a_version_that_cannot_be_prepared_is_refused_and_nothing_switches(
     with following(store, tmp_path / "cache", ["r1", "r2"]) as replicas:
         result = promote(store, broken, timeout_s=30, liveness_s=2.0)
         assert result.state == "refused"
-        assert set(result.refused) == {"r1", "r2"}
+        # The promotion ends at the first refusal: the other replica may not have answered.
+        assert result.refused
+        assert set(result.refused) <= {"r1", "r2"}
         assert all("models.m2: cannot be loaded" in d for d in result.refused.values())
         time.sleep(0.3)  # a few polls: nobody switches
         for follower, rec in replicas:
             assert follower.version == a
-            assert rec.refused == [broken]
             assert rec.switches == []
-            [refusal] = follower.status()["refusals"]
-            assert refusal["version"] == broken
-            assert "cannot be loaded" in refusal["detail"]
+            if follower.replica in result.refused:
+                assert rec.refused == [broken]
+                [refusal] = follower.status()["refusals"]
+                assert refusal["version"] == broken
+                assert "cannot be loaded" in refusal["detail"]
             assert _score(follower)[0] == a  # still serving
 
 
