@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -207,6 +209,21 @@ def test_feature_table_from_rows_requires_the_same_features_per_event() -> None:
     t = FeatureTable.from_rows([{"a": 1, "b": 2.5}, {"a": 3, "b": 4.5}])
     assert t.n_events == 2
     assert t.matrix(("b", "a")).tolist() == [[2.5, 1.0], [4.5, 3.0]]
+
+
+def test_from_rows_leaves_gaps_only_where_the_store_may_fill_them() -> None:
+    rows: list[dict[str, float]] = [{"a": 1.0, "s": 5.0}, {"a": 2.0}, {"a": 3, "s": 7}]
+    t = FeatureTable.from_rows(rows, optional={"s"})
+    assert t["a"].tolist() == [1.0, 2.0, 3.0]
+    assert t["s"][[0, 2]].tolist() == [5.0, 7.0]
+    assert np.isnan(t["s"][1])  # a gap for the feature store, never a value
+    with pytest.raises(FeatureError, match="event 1") as info:
+        FeatureTable.from_rows([{"a": 1.0}, {"s": 2.0}], optional={"s"})
+    assert (info.value.feature, info.value.index) == ("a", 1)
+    # A bad value in a column with gaps is named by its own event, not its position.
+    with pytest.raises(FeatureError, match="must be finite, got inf at event 2") as info:
+        FeatureTable.from_rows([{"a": 1.0}, {"a": 1.0}, {"a": 1.0, "s": math.inf}], optional={"s"})
+    assert (info.value.feature, info.value.index) == ("s", 2)
 
 
 finite_or_int = st.one_of(

@@ -200,13 +200,23 @@ def enrich(
     :meth:`Enrichment.fill`); no store, or a request carrying every store feature the
     models use, costs one membership test per such feature."""
     store = snap.store
-    if store is None or (enrichment is None and all(f in table for f in snap.store_features)):
+    if store is None or (
+        enrichment is None
+        and all(f in table for f in snap.store_features)
+        and not _has_gaps(table, snap.store_features)
+    ):
         return table, enrichment
     enr = enrichment if enrichment is not None else Enrichment(store, plan.intents, plan.n)
     features = snap.model_features
     needs: list[Need] = [(features[m], idx) for m, idx in todo.items()]
     extra: list[Need] = [(features[m], idx) for m, idx in (also or {}).items()]
     return enr.fill(table, needs, extra), enr
+
+
+def _has_gaps(table: FeatureTable, names: Sequence[str]) -> bool:
+    """Whether some events of a batch left a store feature to the store that others sent
+    (NaN where it is missing, :meth:`FeatureTable.from_rows`); one event never does."""
+    return table.n_events > 1 and any(bool(np.isnan(table[f]).any()) for f in names)
 
 
 def run_models(

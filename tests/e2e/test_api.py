@@ -406,3 +406,78 @@ def test_metrics_count_latency_and_scores_per_tenant(api: Api) -> None:
     assert metric_value(text, "muse_ready") == 1
     assert metric_value(text, "muse_responses_total", path="/v1/score", status="400") >= 1
     assert metric_value(text, "muse_responses_total", path="/v1/score", status="200") >= 3
+
+
+# -- found or pinned down by fuzzing (tests/e2e/test_fuzz.py) --------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_declared_as_not_json_is_415(api: Api, content_type: str) -> None:
+    r = api.client.post(
+        "/v1/score",
+        content=json.dumps(event("ct", "bank1")),
+        headers={"content-type": content_type},
+    )
+    assert r.status_code == 415
+    error = error_of(r)
+    assert (error["code"], error["field"]) == ("unsupported_media_type", "content-type")
+    assert content_type in error["message"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/json", "application/json; charset=utf-8", "application/vnd.muse+json"],
+)
+def test_json_and_no_content_type_are_accepted(api: Api, content_type: str | None) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    r = api.client.post("/v1/score", content=json.dumps(event("ok", "bank1")), headers=headers)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "code"),
+    [
+        (lambda e: e.update(event_id=""), "event_id", "invalid_request"),
+        (lambda e: e.update(event_id="x" * 257), "event_id", "invalid_request"),
+        (lambda e: e["intent"].update(channel="c" * 257), "intent.channel", "invalid_intent"),
+    ],
+)
+def test_ids_are_bounded_so_a_client_cannot_make_lake_rows_of_any_size(
+    api: Api, mutate: Any, field: str, code: str
+) -> None:
+    e = event("id", "bank1")
+    mutate(e)
+    r = post(api.client, e)
+    assert r.status_code == 422
+    error = error_of(r)
+    assert (error["code"], error["field"]) == (code, field)
+    batch = post(api.client, {"events": [event("ok", "bank1"), e]})
+    assert batch.status_code == 422
+    assert error_of(batch)["index"] == 1
+    assert post(api.client, event("x" * 256, "bank1")).status_code == 200
+
+
+def test_openapi_describes_the_served_deployment(api: Api) -> None:
+    """The schema names the declared intent attributes and the models' features, says which
+    features the feature store may fill (only for an event naming its card), and lists a
+    body for every status."""
+    doc = api.client.get("/openapi.json").json()
+    event_schema = doc["components"]["schemas"]["EventIn"]
+    intent = event_schema["properties"]["intent"]
+    assert set(intent["properties"]) == {"tenant", "geography", "schema", "channel", "card_id"}
+    assert intent["additionalProperties"] is False
+    features = event_schema["properties"]["features"]
+    assert set(features["properties"]) == set(SAMPLE)
+    assert features["additionalProperties"] is False
+    assert "card_age_days" not in features["required"]
+    assert event_schema["if"]["properties"]["intent"]["required"] == ["card_id"]
+    assert event_schema["else"]["properties"]["features"]["required"] == [
+        "card_age_days",
+        "email_age_days",
+    ]
+    responses = doc["paths"]["/v1/score"]["post"]["responses"]
+    assert {"200", "400", "401", "403", "404", "413", "415", "422", "503"} <= set(responses)
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            for status, response in operation["responses"].items():
+                assert "content" in response, (path, method, status)

@@ -177,3 +177,29 @@ def test_the_quickstart_serves_from_its_embedded_table(open_server: Running) -> 
         assert missing.status_code == 422
         assert missing.json()["error"]["field"] == "features.card_age_days"
         assert "intent.card_id" in missing.json()["error"]["message"]
+
+
+def test_a_batch_may_mix_events_that_send_store_features_and_events_that_leave_them(
+    open_server: Running,
+) -> None:
+    """Found by fuzzing: each event of a batch is valid on its own — one names its card and
+    leaves the card features to the store, one sends them, one sends one of them — so the
+    batch is too. Each scores exactly as it does alone; an event in it that neither sends
+    the features nor names a card is refused by its index."""
+    lean = lean_event("lean", "bank1", CARD)
+    full = event("full", "bank1")
+    half = lean_event("half", "bank1", "card-00002", {**LEAN, "card_age_days": 1.0})
+    with open_server.server.client() as client:
+        alone = [score(client, e).json()["score"] for e in (lean, full, half)]
+        mixed = score(client, {"events": [lean, full, half]})
+        assert mixed.status_code == 200, mixed.text
+        assert [s["score"] for s in mixed.json()] == alone
+        bad = score(client, {"events": [lean, event("nocard", "bank1", LEAN)]})
+        assert bad.status_code == 422
+        error = bad.json()["error"]
+        assert (error["index"], error["field"]) == (1, "features.card_age_days")
+        assert "intent.card_id" in error["message"]
+        # Features that no store provides must still match across the batch.
+        odd = score(client, {"events": [full, event("odd", "bank1", {**SAMPLE, "extra": 1.0})]})
+        assert odd.status_code == 422
+        assert odd.json()["error"]["index"] == 1

@@ -55,11 +55,21 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         self._row: npt.NDArray[np.float64] | None = None
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]], *, checked: bool = False) -> FeatureTable:
-        """One mapping of feature → value per event; every event must have the same features.
+    def from_rows(
+        cls,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        checked: bool = False,
+        optional: Iterable[str] = (),
+    ) -> FeatureTable:
+        """One mapping of feature → value per event; every event must have the same features,
+        except those in ``optional``: a feature the feature store can fill in may be sent
+        by some events of a batch and left to the store by others.
 
         ``checked``: every value is known to be a finite ``float`` (a typed JSON decoder
-        produced them), so only the feature names are compared.
+        produced them), so only the feature names are compared. An optional feature an
+        event leaves out is NaN in its column — a gap the feature store fills or the
+        service refuses, never a value a model reads (see :meth:`with_columns`).
         """
         if not rows:
             return cls({})
@@ -73,18 +83,42 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
             table._row = None
             return table
         # Something to report (or exotic number types): the slow checks find and name it.
-        expected = set(names)
+        may_differ = frozenset(optional)
+        expected = set(names) - may_differ
+        seen = dict.fromkeys(names)
         for i, row in enumerate(rows):
-            if set(row) != expected:
-                missing = sorted(expected - set(row))
-                extra = sorted(set(row) - expected)
+            keys = set(row)
+            if keys - may_differ != expected:
+                missing = sorted(expected - keys)
+                extra = sorted(keys - may_differ - expected)
                 feature = (missing or extra)[0]
                 raise FeatureError(
                     f"event {i} has different features than event 0 (missing {missing}, extra {extra})",
                     feature=feature,
                     index=i,
                 )
-        return cls({name: [row[name] for row in rows] for name in names})
+            seen.update(dict.fromkeys(row))
+        gaps = {f for f in seen if any(f not in row for row in rows)}
+        if not gaps:
+            return cls({name: [row[name] for row in rows] for name in names})
+        # Check the values sent (the constructor would refuse the gaps' NaN), then mark gaps.
+        columns: dict[str, npt.NDArray[np.float64]] = {}
+        for f in seen:
+            if not isinstance(f, str):
+                raise FeatureError(f"feature names must be strings, got {f!r}")
+            if f not in gaps:
+                columns[f] = _column(f, [row[f] for row in rows])
+                continue
+            sent = [i for i, row in enumerate(rows) if f in row]
+            col = np.full(len(rows), np.nan)
+            col[sent] = _column(f, [rows[i][f] for i in sent], sent)
+            columns[f] = col
+        table = cls.__new__(cls)
+        table._columns = columns
+        table._n = len(rows)
+        table._matrices = {}
+        table._row = None
+        return table
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, checked: bool = False) -> FeatureTable:
@@ -224,7 +258,9 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         return f"FeatureTable(n_events={self._n}, features={list(self._columns)})"
 
 
-def _column(name: str, values: Any) -> npt.NDArray[np.float64]:
+def _column(name: str, values: Any, events: Sequence[int] | None = None) -> npt.NDArray[np.float64]:
+    """``values`` as a finite float64 column; errors name the event (``events[i]`` when
+    the values are some events' only)."""
     if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):
         values = values.to_numpy()
     if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
@@ -234,27 +270,30 @@ def _column(name: str, values: Any) -> npt.NDArray[np.float64]:
         for i, v in enumerate(seq):
             # bool is an int subclass, but "true" is not a numeric feature value.
             if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                e = i if events is None else events[i]
                 raise FeatureError(
-                    f"feature {name!r} must be numeric, got {v!r} at event {i}",
+                    f"feature {name!r} must be numeric, got {v!r} at event {e}",
                     feature=name,
-                    index=i,
+                    index=e,
                 )
         try:
             col = np.asarray(seq, dtype=np.float64).ravel()
         except OverflowError:  # an int beyond float range, e.g. 10**400 from JSON
             i = next(k for k, v in enumerate(seq) if not _fits_float(v))
+            e = i if events is None else events[i]
             raise FeatureError(
-                f"feature {name!r} must be a finite number, got an integer out of range at event {i}",
+                f"feature {name!r} must be a finite number, got an integer out of range at event {e}",
                 feature=name,
-                index=i,
+                index=e,
             ) from None
     finite = np.isfinite(col)
     if not finite.all():
         i = int(np.flatnonzero(~finite)[0])
+        e = i if events is None else events[i]
         raise FeatureError(
-            f"feature {name!r} must be finite, got {float(col[i])!r} at event {i}",
+            f"feature {name!r} must be finite, got {float(col[i])!r} at event {e}",
             feature=name,
-            index=i,
+            index=e,
         )
     return col
 

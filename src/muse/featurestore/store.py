@@ -198,13 +198,24 @@ class Enrichment:
         if self._n == 1:
             return self._fill_one(table, needs, also)
         masks: dict[str, BoolArray] = {}
+        sent: dict[str, BoolArray] = {}  # a column some events sent: only its gaps are asked
         for names, idx in needs:
             for f in names:
-                if f in store.provides and (f in self._attempted or f not in table):
-                    mask = masks.get(f)
-                    if mask is None:
-                        mask = masks[f] = np.zeros(self._n, dtype=bool)
-                    mask[idx] = True
+                if f not in store.provides:
+                    continue
+                if f in table and f not in self._attempted:
+                    has = sent.get(f)
+                    if has is None:
+                        has = sent[f] = ~np.isnan(table[f])
+                    if has.all():
+                        continue
+                mask = masks.get(f)
+                if mask is None:
+                    mask = masks[f] = np.zeros(self._n, dtype=bool)
+                mask[idx] = True
+        for f, has in sent.items():
+            if f in masks:
+                masks[f] &= ~has
         events_mask = np.zeros(self._n, dtype=bool)
         features: list[str] = []
         for f, mask in masks.items():
@@ -235,8 +246,13 @@ class Enrichment:
         columns: dict[str, npt.NDArray[np.float64]] = {}
         for j, f in enumerate(features):
             before = self._attempted.get(f)
-            col = table[f].copy() if before is not None else np.full(self._n, np.nan)
-            col[events] = values[:, j]
+            if before is not None or f in table:
+                col = table[f].copy()
+                # What an event sent stays: the store fills only the gaps.
+                col[events] = np.where(np.isnan(col[events]), values[:, j], col[events])
+            else:
+                col = np.full(self._n, np.nan)
+                col[events] = values[:, j]
             columns[f] = col
             if before is None:
                 before = self._attempted[f] = np.zeros(self._n, dtype=bool)

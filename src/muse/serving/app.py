@@ -52,7 +52,7 @@ from muse.serving.batching import MicroBatcher
 from muse.serving.errors import HTTPError, error_body, from_exception
 from muse.serving.metrics import CONTENT_TYPE, Metrics
 from muse.serving.multiprocess import METRICS_DIR_ENV
-from muse.serving.openapi import openapi_document
+from muse.serving.openapi import snapshot_document
 from muse.serving.shadows import ShadowJob, ShadowRunner
 from muse.serving.warmup import HttpWarmer
 from muse.serving.wire import decode_score_request, encode_scores
@@ -151,6 +151,8 @@ class MuseApp:
                 ),
             )
         self.replica = self.follower.replica if self.follower else default_replica_id()
+        #: /openapi.json of the snapshot version it describes, encoded once per version.
+        self._openapi_doc: tuple[str | None, bytes] | None = None
         #: Called once started, on the event loop (the server hooks its signals there).
         self.on_started: Callable[[], None] | None = None
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -336,6 +338,7 @@ class MuseApp:
                 raise HTTPError(503, "not_ready", "the service is starting or stopping; retry")
             self.last_request = time.monotonic()
             principal = authenticate(self.auth, _header(scope, b"authorization"))
+            _require_json(_header(scope, b"content-type"))
             limits = service.snapshot.config.spec.server
             body = await _read_body(receive, limits.max_body_bytes)
             request = decode_score_request(body, limits.max_batch_events)
@@ -357,7 +360,9 @@ class MuseApp:
                 ]
             else:
                 table = FeatureTable.from_rows(
-                    [e.features for e in events], checked=request.checked
+                    [e.features for e in events],
+                    checked=request.checked,
+                    optional=service.snapshot.store_features,
                 )
                 if len(events) > _INLINE_EVENTS or service.snapshot.remote:
                     budget = limits.request_budget_ms
@@ -538,7 +543,12 @@ class MuseApp:
         await _respond(send, 200, body, [(b"content-type", CONTENT_TYPE.encode())])
 
     async def _openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._json(send, "/openapi.json", 200, openapi_document())
+        snapshot = self.service.snapshot if self.service is not None else None
+        key = None if snapshot is None else snapshot.version
+        if self._openapi_doc is None or self._openapi_doc[0] != key:
+            self._openapi_doc = (key, _encode(snapshot_document(snapshot)))
+        self.metrics.response("/openapi.json", 200)
+        await _respond(send, 200, self._openapi_doc[1], list(_JSON))
 
     async def _not_found(self, scope: Scope, send: Send) -> None:
         allowed = sorted(m for m, p in self._routes if p == scope["path"])
@@ -575,6 +585,26 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+def _require_json(content_type: bytes | None) -> None:
+    """A body declared as something other than JSON is refused (415) before it is read: a
+    form or text body that happens to parse as JSON was not meant as a score request. No
+    header at all is accepted (minimal clients omit it)."""
+    if content_type is None:
+        return
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    ):
+        return
+    shown = media.decode("latin-1")[:100]
+    raise HTTPError(
+        415,
+        "unsupported_media_type",
+        f"the body must be JSON (content-type: application/json), got {shown!r}",
+        "content-type",
+    )
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -16,38 +16,56 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
 from muse.serving.errors import HTTPError
 
-__all__ = ["EventIn", "ParsedRequest", "decode_score_request", "encode_scores"]
+__all__ = [
+    "MAX_ID_CHARS",
+    "EventIn",
+    "ParsedRequest",
+    "decode_score_request",
+    "encode_scores",
+]
+
+#: The longest event id and intent attribute value accepted: both are written to every lake
+#: row and kept in memory per queued shadow, so a client cannot make rows of any size.
+MAX_ID_CHARS = 256
+EventId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="The client's id of the event, echoed in the answer and the score lake.",
+    ),
+]
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
     """One event of a request."""
 
-    event_id: str
+    event_id: EventId
     intent: dict[str, Any]
     features: dict[str, Any]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    event_id: str | None = None
+    event_id: EventId | None = None
     intent: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
     events: list[EventIn] | None = None
 
 
 class _CheckedEvent(msgspec.Struct, forbid_unknown_fields=True):
-    event_id: str
+    event_id: EventId
     intent: dict[str, Any]
     features: dict[str, float]
 
 
 class _CheckedBody(msgspec.Struct, forbid_unknown_fields=True):
-    event_id: str | None = None
+    event_id: EventId | None = None
     intent: dict[str, Any] | None = None
     features: dict[str, float] | None = None
     events: list[_CheckedEvent] | None = None
@@ -116,7 +134,10 @@ def _shape(parsed: _Body | _CheckedBody, max_events: int, *, checked: bool) -> P
                 f"a batch may hold at most {max_events} events, got {len(parsed.events)}; split it",
                 "events",
             )
-        return ParsedRequest(parsed.events, batch=True, checked=checked)
+        events: Sequence[EventIn | _CheckedEvent] = parsed.events
+        for i, event in enumerate(events):
+            _check_intent(event.intent, i)
+        return ParsedRequest(events, batch=True, checked=checked)
     missing = [name for name in ("event_id", "intent", "features") if getattr(parsed, name) is None]
     if missing:
         raise HTTPError(
@@ -127,8 +148,24 @@ def _shape(parsed: _Body | _CheckedBody, max_events: int, *, checked: bool) -> P
         )
     assert parsed.event_id is not None and parsed.intent is not None  # noqa: PT018
     assert parsed.features is not None
+    _check_intent(parsed.intent, None)
     one = (_CheckedEvent if checked else EventIn)(parsed.event_id, parsed.intent, parsed.features)
     return ParsedRequest([one], batch=False, checked=checked)
+
+
+def _check_intent(intent: dict[str, Any], index: int | None) -> None:
+    """Intent values are ids too: at most :data:`MAX_ID_CHARS` long (their other checks —
+    declared attribute, a string — are the scoring core's, which names what is wrong)."""
+    for key, value in intent.items():
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+            raise HTTPError(
+                422,
+                "invalid_intent",
+                f"intent attribute {key!r} is {len(value)} characters long; at most "
+                f"{MAX_ID_CHARS} are accepted",
+                f"intent.{key}",
+                index,
+            )
 
 
 def encode_scores(event_ids: Sequence[str], scores: Sequence[float], batch: bool) -> bytes:
