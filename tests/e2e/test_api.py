@@ -476,7 +476,7 @@ def test_openapi_describes_the_served_deployment(api: Api) -> None:
         "email_age_days",
     ]
     responses = doc["paths"]["/v1/score"]["post"]["responses"]
-    assert {"200", "400", "401", "403", "404", "413", "415", "422", "503"} <= set(responses)
+    assert {"200", "400", "401", "403", "404", "408", "413", "415", "422", "503"} <= set(responses)
     for path, methods in doc["paths"].items():
         for method, operation in methods.items():
             for status, response in operation["responses"].items():

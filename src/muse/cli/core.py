@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,9 @@ from rich.table import Table
 from muse.cli import app
 from muse.cli._common import ConfigArg, IntentOpt, err, fail, out, print_config_error
 from muse.errors import MuseError
+
+if TYPE_CHECKING:
+    from muse.serving.server import ConnectionLimits
 
 
 def _parse_intent(pairs: list[str]) -> dict[str, str]:
@@ -189,6 +192,30 @@ def serve(
             max=60.0,
         ),
     ] = 0.25,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request may take to arrive, headers and body, from its first "
+            "byte (a connection's opening, for its first): slower ones get 408 and the "
+            "connection is closed (slowloris).",
+            min=0.1,
+            max=600.0,
+            envvar="MUSE_REQUEST_TIMEOUT",
+        ),
+    ] = 10.0,
+    keep_alive: Annotated[
+        float,
+        typer.Option(help="Seconds an idle connection is kept between requests.", min=0.1),
+    ] = 5.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            help="Open connections at most; beyond, requests get 503 (default: no limit "
+            "but the OS's: idle connections close by --request-timeout).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Serve over HTTP until SIGTERM/SIGINT: a config file (SIGHUP reloads it), or a
@@ -197,9 +224,10 @@ def serve(
 
     from muse.backends import ModelPool
     from muse.deployment import check_config
-    from muse.serving.server import curl_example
+    from muse.serving.server import ConnectionLimits, curl_example
     from muse.serving.server import serve as run_server
 
+    limits = ConnectionLimits(request_timeout, keep_alive, max_connections)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -207,7 +235,7 @@ def serve(
         fail("give a config file (muse serve muse.yaml) or a deployment store (--store URL)")
     if config is None:
         assert store is not None
-        _serve_store(store, host, port, workers, lake, cache, replica, poll, log_level)
+        _serve_store(store, host, port, workers, lake, cache, replica, poll, log_level, limits)
         return
     for flag, env, value in (
         ("--lake", "MUSE_LAKE", lake),
@@ -234,7 +262,15 @@ def serve(
         f"muse: serving {escape(str(config))} on http://{host}:{port} — try:", highlight=False
     )
     out.print(curl_example(config, host, port), highlight=False, markup=False, soft_wrap=True)
-    run_server(config, host, port, workers, log_level, pool=pool if workers == 1 else None)
+    run_server(
+        config,
+        host,
+        port,
+        workers,
+        log_level,
+        pool=pool if workers == 1 else None,
+        limits=limits,
+    )
 
 
 def _serve_store(
@@ -247,6 +283,7 @@ def _serve_store(
     replica: str | None,
     poll: float,
     log_level: str,
+    limits: ConnectionLimits,
 ) -> None:
     import os
 
@@ -274,7 +311,7 @@ def _serve_store(
         highlight=False,
         soft_wrap=True,
     )
-    run_server(None, host, port, workers, log_level, source=source)
+    run_server(None, host, port, workers, log_level, source=source, limits=limits)
 
 
 auth_app = typer.Typer(

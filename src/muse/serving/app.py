@@ -340,6 +340,7 @@ class MuseApp:
             principal = authenticate(self.auth, _header(scope, b"authorization"))
             _require_json(_header(scope, b"content-type"))
             limits = service.snapshot.config.spec.server
+            _check_length(_header(scope, b"content-length"), limits.max_body_bytes)
             body = await _read_body(receive, limits.max_body_bytes)
             request = decode_score_request(body, limits.max_batch_events)
             batch = request.batch
@@ -577,6 +578,9 @@ class MuseApp:
         headers = list(_JSON)
         if err.status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="muse"'))
+        elif err.status == 413:
+            # The rest of the body is not read: the connection cannot carry another request.
+            headers.append((b"connection", b"close"))
         await _respond(send, err.status, error_body(err), headers)
 
 
@@ -585,6 +589,15 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+def _check_length(declared: bytes | None, limit: int) -> None:
+    """413 at once for a body declared larger than ``limit``, before a byte of it is read
+    (a flood of large bodies costs their headers only)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPError(
+            413, "body_too_large", f"request body of {int(declared)} bytes exceeds {limit} bytes"
+        )
 
 
 def _require_json(content_type: bytes | None) -> None:

@@ -28,6 +28,8 @@ from prometheus_client import utils as _prometheus_utils
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from muse.serving.protocol import CLOSED
+
 if TYPE_CHECKING:
     from muse.service import ScoreResult
     from muse.serving.multiprocess import SharedMetrics
@@ -62,6 +64,21 @@ class _LakeCollector(Collector):
         g = GaugeMetricFamily("muse_lake_pending_rows", "Rows waiting to be written.")
         g.add_metric([], counts.get("pending_rows", 0))
         yield g
+
+
+class _ConnectionCollector(Collector):
+    """Connections the server closed by a deadline (:mod:`muse.serving.protocol`)."""
+
+    def collect(self) -> Iterable[Any]:
+        c = CounterMetricFamily(
+            "muse_connections_closed",
+            "Connections closed for arriving too slowly, by reason (idle: no byte sent; "
+            "header_timeout, body_timeout: answered 408).",
+            labels=("reason",),
+        )
+        for reason in ("idle", "header_timeout", "body_timeout"):
+            c.add_metric([reason], CLOSED[reason])
+        yield c
 
 
 class _Series:
@@ -158,6 +175,7 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        r.register(_ConnectionCollector())
         self.latency = _Histograms(
             "muse_request_duration_seconds",
             "Time to score, by tenant, predictor and role (live: request; shadow: shadow work).",

@@ -29,6 +29,7 @@ _CODES = {
     401: ("unauthenticated",),
     403: ("forbidden",),
     404: ("no_route",),
+    408: ("request_timeout",),
     413: ("body_too_large", "batch_too_large"),
     415: ("unsupported_media_type",),
     422: ("invalid_request", "invalid_intent", "invalid_features"),
@@ -187,6 +188,10 @@ def openapi_document(
         "401": _error("Missing or unknown API key." + codes(401)),
         "403": _error("The key's tenant is not the intent's tenant." + codes(403)),
         "404": _error("No scoring rule matches the intent." + codes(404)),
+        "408": _error(
+            "Headers and body did not arrive within the server's request timeout (the "
+            "connection is closed)." + codes(408)
+        ),
         "413": _error(
             "Body or batch too large (`server.max_body_bytes`, "
             "`server.max_batch_events`)." + codes(413)

@@ -28,7 +28,7 @@ import signal
 import sys
 import tempfile
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,9 @@ from muse.backends.pool import ModelPool
 from muse.config import load_config
 from muse.serving.app import MuseApp, StoreSource
 from muse.serving.multiprocess import METRICS_DIR_ENV
+from muse.serving.protocol import DEFAULT_REQUEST_TIMEOUT_S, GuardedHttpToolsProtocol
 
-__all__ = ["create_app", "curl_example", "serve"]
+__all__ = ["ConnectionLimits", "create_app", "curl_example", "serve"]
 
 log = logging.getLogger("muse.serving")
 _CONFIG_ENV = "MUSE_CONFIG"
@@ -123,6 +124,31 @@ class _Workers(Multiprocess):
         threading.Thread(target=self._on_hup, name="muse-reload", daemon=True).start()
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one client connection may hold: a process's settings, not a deployment's
+    (they apply before any request is read, and stay across versions).
+
+    ``request_timeout_s``: from a request's first byte (a connection's opening, for its
+    first) until its body is complete (:mod:`muse.serving.protocol`); ``keep_alive_s``:
+    an idle connection between requests; ``max_connections``: beyond it, requests get 503
+    (None: only the OS's file limit).
+    """
+
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    keep_alive_s: float = 5.0
+    max_connections: int | None = None
+
+
+class _Config(uvicorn.Config):
+    """uvicorn's config plus the request deadline the guarded protocol reads (pickled
+    with it into every worker process)."""
+
+    def __init__(self, app: Any, *, request_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.request_timeout_s = request_timeout_s
+
+
 def serve(
     config: Path | None,
     host: str,
@@ -132,6 +158,7 @@ def serve(
     pool: ModelPool | None = None,
     *,
     source: StoreSource | None = None,
+    limits: ConnectionLimits = ConnectionLimits(),
 ) -> None:
     """Serve ``config`` (or the store of ``source``) until stopped; returns after a
     graceful shutdown.
@@ -143,17 +170,20 @@ def serve(
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GuardedHttpToolsProtocol,
         "lifespan": "on",
         "access_log": False,
         "log_level": log_level,
         "timeout_graceful_shutdown": 30,
         "server_header": False,
+        "timeout_keep_alive": limits.keep_alive_s,
+        "limit_concurrency": limits.max_connections,
+        "request_timeout_s": limits.request_timeout_s,
     }
     if workers == 1:
         app = MuseApp(config, pool=pool) if source is None else MuseApp(source=source)
         app.on_started = lambda: _hook_signals(app)
-        uvicorn.Server(uvicorn.Config(app, **common)).run()
+        uvicorn.Server(_Config(app, **common)).run()
         return
     with tempfile.TemporaryDirectory(prefix="muse-workers-") as tmp:
         work = Path(tmp)
@@ -166,9 +196,7 @@ def serve(
         os.environ[_SOURCE_ENV] = json.dumps(
             {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(source).items()}
         )
-        uv = uvicorn.Config(
-            "muse.serving.server:create_app", factory=True, workers=workers, **common
-        )
+        uv = _Config("muse.serving.server:create_app", factory=True, workers=workers, **common)
         sock = uv.bind_socket()
         supervisor = _Workers(uv, [sock], reload or _store_hup)
         watcher = _watch(config, reload, supervisor.should_exit) if reload else None
