@@ -50,6 +50,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_remote.py
 	$(BIN)/python benchmarks/bench_image.py
 	$(BIN)/python benchmarks/refresh_real_data.py --seeds 10
+	$(BIN)/python benchmarks/fuzz_api.py --max-time 300
+	$(BIN)/python benchmarks/abuse.py
+	$(BIN)/python benchmarks/chaos.py
 
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup
