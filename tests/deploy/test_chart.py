@@ -262,6 +262,26 @@ def test_the_store_url_comes_from_a_secret(rendered: tuple[str, Objects]) -> Non
     assert "s3://" not in json.dumps(muse["args"])  # never in the pod spec in clear
 
 
+def test_every_replica_argument_is_an_option_of_muse_serve(rendered: tuple[str, Objects]) -> None:
+    """The container's args are parsed by `muse serve` itself: a renamed or removed option
+    would crash-loop every pod."""
+    import typer.main
+
+    from muse.cli import app
+
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    options = {o for p in serve.params for o in p.opts}
+    _, objects = rendered
+    (muse,) = replicas_deployment(objects)["spec"]["template"]["spec"]["containers"]
+    args = muse["args"]
+    assert args[0] == "serve"
+    flags = [a for a in args[1:] if a.startswith("--")]
+    assert flags
+    assert set(flags) <= options, set(flags) - options
+    assert args[args.index("--request-timeout") + 1] == "10"
+    assert args[args.index("--keep-alive") + 1] == "5"
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
