@@ -34,7 +34,7 @@ of vectorised recursions over the grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from muse.types import ScoreArray
 
-__all__ = ["LocalLevel", "fit_local_level"]
+__all__ = ["LocalLevel", "fit_local_level", "local_levels"]
 
 #: Variances tried for σ²_η and σ²_ε, in squared relative alert-rate units (0: none; 10: an
 #: alert rate that moves by ±300 % a period).
@@ -70,17 +70,20 @@ class LocalLevel:
 
 
 def fit_local_level(
-    periods: Sequence[ScoreArray],
-    levels: Sequence[float],
-    *,
-    min_alerts: float = 10.0,
-    max_drift: float = math.inf,
+    periods: Sequence[ScoreArray], levels: Sequence[float], *, min_alerts: float = 10.0
 ) -> LocalLevel:
     """Fit the model to ``periods`` (raw aggregates, oldest first) at the alert ``levels``
     at which an average period expects at least ``min_alerts`` alerts (the most frequent
-    level when none does: its noise is still known, only larger). ``max_drift`` bounds
-    σ²_η: a caller that needs more events in the fit than the best model's weights give
-    asks for the best model with less drift (longer memory)."""
+    level when none does: its noise is still known, only larger)."""
+    return next(local_levels(periods, levels, min_alerts=min_alerts))
+
+
+def local_levels(
+    periods: Sequence[ScoreArray], levels: Sequence[float], *, min_alerts: float = 10.0
+) -> Iterator[LocalLevel]:
+    """The best model (as :func:`fit_local_level`), then the best with less drift than
+    the last, down to no drift: for a caller that needs more events in the fit than a
+    model's weights give (a longer memory). The likelihoods are computed once."""
     sizes = np.array([p.size for p in periods], dtype=np.float64)
     if sizes.size == 0 or sizes.sum() == 0:
         raise ValueError("periods hold no events")
@@ -88,9 +91,7 @@ def fit_local_level(
     pooled = np.sort(np.concatenate(periods))
     series = [_exceedance(periods, pooled, a) for a in informative]
     # Every (σ²_η, φ, σ²_ε), smallest drift first so that ties go to pooling.
-    eta, phi, eps = (
-        g.ravel() for g in np.meshgrid(GRID[max_drift >= GRID], PERSISTENCE, GRID, indexing="ij")
-    )
+    eta, phi, eps = (g.ravel() for g in np.meshgrid(GRID, PERSISTENCE, GRID, indexing="ij"))
     # No drift is one model, a level fixed at the long-run mean (the pooled history): not
     # also a random walk that never moves, which would re-estimate the mean per period.
     kept = (eta > 0.0) | (phi < 1.0)
@@ -101,23 +102,28 @@ def fit_local_level(
     # Akaike's criterion: each parameter the model frees (a drift, its persistence, a
     # swing) must buy one unit of log likelihood, or noise alone would find drift.
     free = (eta > 0).astype(np.float64) + (eps > 0) + ((eta > 0) & (phi < 1.0))
-    best = int(np.argmax(loglik - free))  # the first maximum: the least drift on ties
-    b = slice(best, best + 1)
-    weights = np.mean(
-        [
-            _forecast_weights(_filter(y, v, eta[b], phi[b], eps[b])[1][:, 0], phi[b][0], sizes)
-            for y, v in series
-        ],
-        axis=0,
-    )
-    return LocalLevel(
-        drift=float(eta[b][0]),
-        persistence=float(phi[b][0]),
-        swing=float(eps[b][0]),
-        period_weights=weights,
-        levels=informative,
-        log_likelihood=float(loglik[b][0]),
-    )
+    score = loglik - free
+    while True:
+        best = int(np.argmax(score))  # the first maximum: the least drift on ties
+        b = slice(best, best + 1)
+        weights = np.mean(
+            [
+                _forecast_weights(_filter(y, v, eta[b], phi[b], eps[b])[1][:, 0], phi[best], sizes)
+                for y, v in series
+            ],
+            axis=0,
+        )
+        yield LocalLevel(
+            drift=float(eta[best]),
+            persistence=float(phi[best]),
+            swing=float(eps[best]),
+            period_weights=weights,
+            levels=informative,
+            log_likelihood=float(loglik[best]),
+        )
+        if eta[best] == 0.0:
+            return
+        score = np.where(eta < eta[best], score, -np.inf)
 
 
 def _exceedance(

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from muse.fitting.local_level import GRID, LocalLevel, fit_local_level
+from muse.fitting.local_level import LocalLevel, local_levels
 from muse.fitting.quantiles import InsufficientSamplesError
 from muse.fitting.sample_size import required_samples
 from muse.transforms._checks import as_finite
@@ -267,17 +267,13 @@ def _local_level(
     # Per-event weight of each period, scaled so that all events together weigh n (the fit
     # reads total weight as sample size). Too few effective events: the best model with
     # less drift (a longer memory), down to none; all history at last.
-    max_drift = math.inf
-    while True:
-        model = fit_local_level(periods, levels, min_alerts=min_alerts, max_drift=max_drift)
+    for model in local_levels(periods, levels, min_alerts=min_alerts):
         with np.errstate(divide="ignore", invalid="ignore"):
             per_event = np.where(sizes > 0, model.period_weights / sizes, 0.0) * n
         if _ess(per_event, sizes) >= required:
             break
-        if model.drift == 0.0:
-            per_event = np.ones_like(sizes)
-            break
-        max_drift = float(np.max(GRID[model.drift > GRID]))
+    else:
+        per_event = np.ones_like(sizes)  # not even without drift: every event alike
     scores = np.concatenate(periods)
     if np.allclose(per_event[sizes > 0], 1.0, rtol=0.0, atol=1e-9):
         # Every event alike: the plain pooled fit (weights of 1 ± rounding would shift the

@@ -86,14 +86,12 @@ def openapi_document(
     attributes: Sequence[str] = ("tenant",),
     features: Sequence[str] = (),
     required_features: Sequence[str] = (),
-    example: Mapping[str, Any] | None = None,
     lookup: Lookup | None = None,
 ) -> dict[str, Any]:
     """The document for a deployment whose intents declare ``attributes`` and whose models
     read ``features`` (``required_features``: those no feature store can fill in, and,
     with a ``lookup``, the store's required ones unless the event names its entity);
-    ``example``: one valid event, shown to readers and sent first by fuzzers. With no
-    features named, any feature names are described (the server still checks them)."""
+    with no features named, any feature names are described (the server still checks them)."""
     (event_schema,), components = msgspec.json.schema_components(
         [EventIn], ref_template="#/components/schemas/{name}"
     )
@@ -131,8 +129,6 @@ def openapi_document(
             }
         }
         event["else"] = {"properties": {"features": {"required": list(lookup.required)}}}
-    if example is not None:
-        event["examples"] = [dict(example)]
     schemas["EventIn"] = event
     schemas["Batch"] = {
         "type": "object",
