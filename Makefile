@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python benchmarks/fuzz_api.py --max-time 300
 	$(BIN)/python benchmarks/abuse.py
 	$(BIN)/python benchmarks/chaos.py
+	$(BIN)/python benchmarks/soak.py
 
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup

@@ -186,7 +186,7 @@ def parse_response(buf: bytes) -> tuple[int, int, bool] | None:
 class _Conn:
     """One keep-alive connection: socket, unparsed bytes, send time of its request."""
 
-    __slots__ = ("buf", "eof_status", "fd", "sched", "sock")
+    __slots__ = ("buf", "eof_status", "fd", "index", "sched", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -194,6 +194,7 @@ class _Conn:
         self.buf = b""
         self.eof_status = 0  # status of a response whose body runs to end of connection
         self.sched = 0.0  # closed loop: actual send time; open loop: scheduled send time
+        self.index = 0  # open loop: the number of the request in flight
 
     def feed(self, data: bytes) -> tuple[int, bool] | None:
         """Add received bytes (``b""`` = EOF); ``(status, close)`` once the answer is whole."""
@@ -441,8 +442,15 @@ def run_open(
     drain_s: float = 2.0,
     connect_timeout_s: float = 2.0,
     spin_s: float = 0.0,
+    request_for: Callable[[int], bytes] | None = None,
+    answered: bytearray | None = None,
 ) -> Result:
     """Open loop: request ``i`` is due at ``t0 + i / rate_per_s``, answered or not.
+
+    ``request_for(i)``, when given, builds request ``i`` (e.g. with its own event id; it
+    should cost microseconds) instead of sending ``body`` every time; ``answered``, when
+    given (at least ``rate_per_s * duration_s`` bytes long), gets ``answered[i] = 1`` for
+    every request answered 2xx, so a caller can tell exactly which ones were acknowledged.
 
     Latency runs from the scheduled time, so time a request spends waiting for a free
     connection (because the server is slow to answer earlier ones) is charged to it.
@@ -480,8 +488,9 @@ def run_open(
             while sent < due and idle:
                 c = idle.popleft()
                 c.sched = t0 + sent * interval
+                c.index = sent
                 try:
-                    c.send(req)
+                    c.send(req if request_for is None else request_for(sent))
                 except OSError:
                     n_err += 1
                     c.close()
@@ -535,6 +544,8 @@ def run_open(
                 if 200 <= status < 300:
                     lat[n_ok] = now - c.sched
                     n_ok += 1
+                    if answered is not None:
+                        answered[c.index] = 1
                 else:
                     n_err += 1
                 del busy[fd]

@@ -226,14 +226,24 @@ class Deployment:
 
 class MuseProcess:
     """``muse serve CONFIG`` (or, with no config, ``muse serve`` with ``extra_args`` such as
-    ``--store URL``) as a child process on a free port; stdout+stderr go to a file."""
+    ``--store URL``) as a child process on a free port; stdout+stderr go to a file.
+
+    ``wrapper`` is a command that ``exec`` s its arguments (so the PID stays the server's),
+    e.g. one that first gives the server a mount namespace of its own.
+    """
 
     def __init__(
-        self, config: Path | None, log: Path, extra_args: Sequence[str] = (), port: int = 0
+        self,
+        config: Path | None,
+        log: Path,
+        extra_args: Sequence[str] = (),
+        port: int = 0,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.log = log
         self.extra_args = tuple(extra_args)
+        self.wrapper = tuple(wrapper)
         #: A fixed port (a replica restarted behind a load balancer keeps its own).
         self.fixed_port = port
         self.port = port
@@ -272,7 +282,8 @@ class MuseProcess:
             self.port = self.fixed_port or free_port()
             with self.log.open("ab") as log:
                 self.proc = subprocess.Popen(
-                    self.command(
+                    list(self.wrapper)
+                    + self.command(
                         "serve",
                         *([] if self.config is None else [str(self.config)]),
                         "--host",
