@@ -81,6 +81,14 @@ class LakeConfig(_Strict):
         ge=1,
         description="Rows held in memory at most; beyond, rows are dropped and counted.",
     )
+    retry_for_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        allow_inf_nan=False,
+        description="A file that cannot be written is retried while the sink has been "
+        "failing for less than this; after, its rows are counted lost (0: never retried).",
+    )
 
 
 class ServerConfig(_Strict):

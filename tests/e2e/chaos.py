@@ -10,8 +10,8 @@ case's dependency breaks, after another third it is repaired, and the last third
 recovery. Each event either *needs* the broken part (a card whose features only Redis has,
 a tenant whose predictor has an expert on Triton) or not; in the lake and reload cases no
 answer needs the broken part. The report says what failed and why, how long recovery took
-after the repair, and whether every acknowledged event reached the lake exactly once — or,
-when the lake itself broke, that every row it could not write was counted as lost.
+after the repair, and whether every acknowledged event reached the lake exactly once (when
+the lake itself broke: after the writer retried, and otherwise counted as lost).
 
 Cases:
 
@@ -21,7 +21,7 @@ Cases:
   (``server.request_budget_ms``), then stops delaying;
 - ``lake``: the lake's folder turns read-only (a read-only bind mount, in a mount namespace
   of the server's own: no privilege needed, nothing outside the server sees it), then
-  writable again;
+  writable again, within the writer's ``retry_for_s``;
 - ``sighup``: the config is reloaded by ``SIGHUP`` every 100 ms for the whole run.
 """
 
@@ -98,6 +98,8 @@ class ChaosReport:
     server_written: int | None = None
     server_dropped: int | None = None
     server_lost: int | None = None
+    #: Attempts the server's lake writer made to write a failed file again.
+    write_retries: int = 0
     reloads: int = 0
 
     @property
@@ -171,8 +173,8 @@ class ChaosReport:
             f"  lake: {len(self.acknowledged):,} acknowledged, {self.written:,} of them written, "
             f"{self.written_twice} written twice, {self.written_unacknowledged} written but "
             f"not acknowledged; server: {self.server_written} rows written, "
-            f"{self.server_dropped} dropped, {self.server_lost} lost (counted); "
-            f"{self.lake_rows:,} rows in the files"
+            f"{self.server_dropped} dropped, {self.server_lost} lost (counted), "
+            f"{self.write_retries} write retries; {self.lake_rows:,} rows in the files"
         )
         return out
 
@@ -473,6 +475,7 @@ def run_case(case: Case, seconds: float, root: Path) -> ChaosReport:
             elif needs is not None:
                 recovery = load.first_success_after(repaired_at, timeout=seconds)
             time.sleep(max(0.0, started + max(seconds, repaired_at + 2.0) - time.monotonic()))
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
         output = server.stop_gracefully()
         calls = sorted(load.calls, key=lambda c: c.sent)
 
@@ -486,6 +489,7 @@ def run_case(case: Case, seconds: float, root: Path) -> ChaosReport:
         repaired_at=repaired_at,
         recovery_s=recovery,
         acknowledged={c.event_id for c in calls if c.status == 200},
+        write_retries=int(metric_value(metrics, "muse_lake_write_retries_total")),
         reloads=reloads,
     )
     if m := _CLOSED.search(output):

@@ -4,8 +4,8 @@ same cases longer and records the figures).
 
 What every case must show: only the events that need the broken part fail, each with a 503
 and the code naming the part, fast; scoring recovers after the repair without a reload; every
-acknowledged event is in the lake exactly once — or, when the lake itself is what broke,
-every row it could not write is counted as lost by the server.
+acknowledged event is in the lake exactly once — when the lake itself is what broke, too,
+because its writer retries a failed file for longer than the outage lasts.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_only_what_needs_the_broken_part_fails(
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_lake_holds_every_acknowledged_event_or_counts_it_lost(
+def test_every_acknowledged_event_is_in_the_lake_exactly_once(
     reports: dict[Case, ChaosReport], case: Case
 ) -> None:
     report = reports[case]
@@ -66,14 +66,14 @@ def test_the_lake_holds_every_acknowledged_event_or_counts_it_lost(
     assert report.written_unacknowledged == 0, text
     assert report.server_dropped == 0, text
     assert report.server_written == report.lake_rows, text
+    assert report.server_lost == 0, text
+    assert report.written == len(report.acknowledged), text
     if case == "lake":
-        assert report.server_lost, f"the read-only folder cost no row:\n{text}"
-        assert report.written + report.server_lost == len(report.acknowledged), text
+        assert report.write_retries, f"the read-only folder refused no write:\n{text}"
         assert report.recovery_s is not None, text
         assert report.recovery_s < 3.0, text
     else:
-        assert report.server_lost == 0, text
-        assert report.written == len(report.acknowledged), text
+        assert report.write_retries == 0, text
 
 
 def test_reloads_kept_coming(reports: dict[Case, ChaosReport]) -> None:

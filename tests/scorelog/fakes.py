@@ -41,8 +41,11 @@ class FailingFS(MemoryFileSystem):  # type: ignore[misc]
         super().__init__()
         self.failing = True
         self.failing_mv = False
+        self.write_opens = 0
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if "w" in mode:
+            self.write_opens += 1
         if "w" in mode and self.failing:
             raise OSError(f"sink down: cannot open {path}")
         return super().open(path, mode, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -161,6 +162,8 @@ def test_the_constructor_does_no_io(tmp_path: Path) -> None:
         ({"max_pending_rows": 1.5}, "max_pending_rows must be a positive integer, got 1.5"),
         ({"flush_interval_s": -1.0}, "flush_interval_s must be a positive number"),
         ({"flush_interval_s": float("nan")}, "flush_interval_s must be a positive number"),
+        ({"retry_for_s": -1.0}, "retry_for_s must be zero or a positive number"),
+        ({"retry_for_s": float("inf")}, "retry_for_s must be zero or a positive number"),
     ],
 )
 def test_invalid_settings_are_config_errors(kwargs: dict[str, float], message: str) -> None:
@@ -301,7 +304,7 @@ def test_a_failing_sink_loses_counted_rows_and_the_writer_recovers(
 ) -> None:
     fs = FailingFS()
     lake = memory_lake()
-    writer = LakeWriter(lake.url, fs=fs)
+    writer = LakeWriter(lake.url, fs=fs, retry_for_s=0)
     writer.start()
     with caplog.at_level(logging.DEBUG, logger="muse.scorelog"):
         writer.append(make_rows(30) + make_rows(20, start=30, predictor="p2"))
@@ -324,11 +327,59 @@ def test_a_failing_sink_loses_counted_rows_and_the_writer_recovers(
     assert sorted(r.event_id for r in lake.rows()) == sorted(f"evt-{i}" for i in range(100, 110))
 
 
+def test_a_short_outage_of_the_sink_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    fs = FailingFS()
+    lake = memory_lake()
+    writer = LakeWriter(lake.url, fs=fs, retry_for_s=30, max_pending_rows=50)
+    writer.start()
+    with caplog.at_level(logging.INFO, logger="muse.scorelog"):
+        assert writer.append(make_rows(30)) == 30
+        assert not writer.flush(timeout=0.05)
+        wait_until(lambda: writer.write_retries >= 2)  # back-off 0.1 s, 0.2 s, ...
+        # Rows arriving meanwhile wait in the same bounded buffer: the excess is dropped.
+        assert writer.append(make_rows(30, start=30)) == 20
+        assert (writer.pending_rows, writer.dropped_rows, writer.lost_rows) == (50, 10, 0)
+        fs.failing = False
+        assert writer.flush(timeout=10)
+
+    assert (writer.written_rows, writer.lost_rows, writer.failed_files) == (50, 0, 0)
+    assert sorted(r.event_id for r in lake.rows()) == sorted(f"evt-{i}" for i in range(50))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("retrying while the sink has failed for less than 30s" in m for m in warnings) == 1
+    assert any("at attempt" in r.getMessage() for r in caplog.records)
+    assert writer.close(timeout=2)
+
+
+def test_a_long_outage_counts_rows_lost_then_fails_fast_until_the_sink_is_back() -> None:
+    fs = FailingFS()
+    lake = memory_lake()
+    writer = LakeWriter(lake.url, fs=fs, retry_for_s=0.3)
+    writer.start()
+    writer.append(make_rows(10))
+    assert writer.flush(timeout=10)
+    assert (writer.lost_rows, writer.failed_files) == (10, 1)
+    retries = writer.write_retries
+    assert retries >= 1
+
+    # Once the sink has failed for longer than retry_for_s: one attempt per file, no waiting.
+    time.sleep(0.3)  # the time that must pass, not a synchronisation
+    opens = fs.write_opens
+    writer.append(make_rows(5, start=10))
+    assert writer.flush(timeout=10)
+    assert (writer.lost_rows, writer.write_retries, fs.write_opens) == (15, retries, opens + 1)
+
+    fs.failing = False  # back: a success resets the outage
+    writer.append(make_rows(5, start=20))
+    assert writer.close(timeout=5)
+    assert (writer.written_rows, writer.lost_rows) == (5, 15)
+    assert writer.written_rows + writer.lost_rows + writer.dropped_rows == 20
+
+
 def test_a_failed_rename_leaves_no_file_behind() -> None:
     fs = FailingFS()
     fs.failing, fs.failing_mv = False, True
     lake = memory_lake()
-    with LakeWriter(lake.url, fs=fs) as writer:
+    with LakeWriter(lake.url, fs=fs, retry_for_s=0) as writer:
         writer.append(make_rows(5))
         assert writer.flush(timeout=2)
 

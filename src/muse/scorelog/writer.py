@@ -9,9 +9,13 @@ Serving must never wait for the lake, and the lake must never take serving down:
 * The buffer is bounded (``max_pending_rows``, counting rows being written too): when the
   sink is slow or down the *excess is dropped and counted*, with a rate-limited warning,
   instead of growing memory until the process dies or blocking requests. Serving goes on.
-* A failed file (write or rename raised) is logged once with its path and cause and its
-  rows are counted as lost; it is not retried, so an outage cannot pile up an unbounded
-  retry buffer. Later flushes try the sink again as usual.
+* A failed file (write or rename raised) is retried with back-off (0.1 s doubling to 5 s)
+  as long as the sink has been failing for less than ``retry_for_s``: a short outage of the
+  sink (an object store's blip, a volume remounted) then loses nothing. Meanwhile new rows
+  wait in the same bounded buffer, so an outage never grows memory beyond
+  ``max_pending_rows``: the excess is dropped and counted, as above. Once the sink has been
+  failing longer, each file gets one attempt and its rows are counted as lost on failure, so
+  a long outage costs one attempt per flush, not a wait per file. A success resets it.
 * Every row passed to :meth:`~LakeWriter.append` is counted exactly once, so metrics
   can prove nothing vanished: ``appended == dropped_rows + written_rows + lost_rows +
   pending_rows``. When :meth:`~LakeWriter.close` returns True, ``pending_rows == 0``: a
@@ -52,6 +56,9 @@ logger = logging.getLogger("muse.scorelog")
 _US_PER_DAY = 86_400_000_000
 #: Rows converted per slice: ~0.3 ms of GIL at a time (see the module docstring).
 _CONVERT_CHUNK = 256
+#: Back-off between attempts to write a failed file: doubling from the first to the last.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
 #: Folders known to exist are remembered to spare a makedirs per file; capped for very old processes.
 _MAX_KNOWN_DIRS = 10_000
 
@@ -65,7 +72,8 @@ class LakeWriter:
     filesystem and starts the writer thread; :meth:`close` flushes and stops it.
 
     ``clock`` (monotonic seconds) paces flushes and the dropped-rows warning, at most one
-    per ``drop_warning_interval_s``.
+    per ``drop_warning_interval_s``. ``retry_for_s``: how long a failing sink is retried
+    before rows are counted lost (0: never retried).
     """
 
     def __init__(
@@ -79,11 +87,17 @@ class LakeWriter:
         clock: Callable[[], float] = time.monotonic,
         drop_warning_interval_s: float = 60.0,
         compression: str = "zstd",
+        retry_for_s: float = 60.0,
     ) -> None:
         _check_positive("max_rows_per_file", max_rows_per_file, integer=True)
         _check_positive("max_pending_rows", max_pending_rows, integer=True)
         _check_positive("flush_interval_s", flush_interval_s)
         _check_positive("drop_warning_interval_s", drop_warning_interval_s)
+        if isinstance(retry_for_s, bool) or not (math.isfinite(retry_for_s) and retry_for_s >= 0):
+            raise ConfigError(
+                f"LakeWriter retry_for_s must be zero or a positive number of seconds, "
+                f"got {retry_for_s!r}"
+            )
         if fs is None:
             _check_protocol(url)
         self.url = url
@@ -91,6 +105,8 @@ class LakeWriter:
         self.flush_interval_s = flush_interval_s
         self.max_pending_rows = max_pending_rows
         self.compression = compression
+        self.retry_for_s = retry_for_s
+        self._failing_since: float | None = None  # the sink's first failure since a success
         self._fs: Any = fs
         self._root = ""
         self._clock = clock
@@ -116,6 +132,7 @@ class LakeWriter:
         self._lost_rows = 0
         self._unfit_rows = 0  # lost at append(): not in the row sequence numbers
         self._failed_files = 0
+        self._write_retries = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -295,6 +312,11 @@ class LakeWriter:
         return self._failed_files
 
     @property
+    def write_retries(self) -> int:
+        """Attempts to write a file again after it failed."""
+        return self._write_retries
+
+    @property
     def pending_rows(self) -> int:
         """Rows accepted and neither written nor lost yet (waiting or being written)."""
         with self._cond:
@@ -397,33 +419,67 @@ class LakeWriter:
         return table.filter(valid)
 
     def _write_file(self, folder: str, table: pa.Table) -> None:
-        tmp, final = part_names(folder)
-        try:
-            if folder not in self._known_dirs:
-                self._fs.makedirs(folder, exist_ok=True)
-                if len(self._known_dirs) >= _MAX_KNOWN_DIRS:
-                    self._known_dirs.clear()
-                self._known_dirs.add(folder)
-            with self._fs.open(tmp, "wb") as f:
-                pq.write_table(table, f, compression=self.compression)
-            self._fs.mv(tmp, final)
-        except Exception as e:  # any sink failure (OSError, cloud SDK errors…) costs this file only
-            self._known_dirs.discard(folder)
-            logger.error(
-                "score lake: lost %d rows: could not write %s: %s: %s",
-                table.num_rows,
-                final,
-                type(e).__name__,
-                e,
-            )
-            logger.debug("score lake: traceback of the failed write of %s", final, exc_info=True)
-            self._count(lost=table.num_rows, failed=1)
-            self._remove_quietly(tmp)
+        """Write one file, retrying while the sink has failed for less than ``retry_for_s``."""
+        delay = _RETRY_FIRST_S
+        attempts = 0
+        while True:
+            attempts += 1
+            tmp, final = part_names(folder)
+            try:
+                self._put(folder, table, tmp, final)
+            # Any sink failure (OSError, cloud SDK errors…) concerns this file only.
+            except Exception as e:
+                self._known_dirs.discard(folder)
+                self._remove_quietly(tmp)
+                now = time.monotonic()
+                if self._failing_since is None:
+                    self._failing_since = now
+                cause = f"{type(e).__name__}: {e}"
+                if now + delay - self._failing_since > self.retry_for_s:
+                    logger.error(
+                        "score lake: lost %d rows: could not write %s: %s%s",
+                        table.num_rows,
+                        final,
+                        cause,
+                        f" (after {attempts} attempts)" if attempts > 1 else "",
+                    )
+                    logger.debug(
+                        "score lake: traceback of the failed write of %s", final, exc_info=True
+                    )
+                    self._count(lost=table.num_rows, failed=1)
+                    return
+                if attempts == 1:
+                    logger.warning(
+                        "score lake: could not write %s: %s; retrying while the sink has "
+                        "failed for less than %gs (%d rows wait in memory)",
+                        final,
+                        cause,
+                        self.retry_for_s,
+                        self.pending_rows,
+                    )
+                with self._cond:
+                    self._write_retries += 1
+                time.sleep(delay)
+                delay = min(2 * delay, _RETRY_MAX_S)
+                continue
+            self._failing_since = None
+            if attempts > 1:
+                logger.info("score lake: wrote %s at attempt %d", final, attempts)
+            with self._cond:
+                self._written_rows += table.num_rows
+                self._written_files += 1
+                self._batch_settled += table.num_rows
             return
-        with self._cond:
-            self._written_rows += table.num_rows
-            self._written_files += 1
-            self._batch_settled += table.num_rows
+
+    def _put(self, folder: str, table: pa.Table, tmp: str, final: str) -> None:
+        if folder not in self._known_dirs:
+            self._fs.makedirs(folder, exist_ok=True)
+            if len(self._known_dirs) >= _MAX_KNOWN_DIRS:
+                self._known_dirs.clear()
+            self._known_dirs.add(folder)
+        with self._fs.open(tmp, "wb") as f:
+            pq.write_table(table, f, compression=self.compression)
+        self._fs.mv(tmp, final)
 
     def _count(self, *, lost: int, failed: int) -> None:
         with self._cond:

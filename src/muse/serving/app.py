@@ -216,6 +216,7 @@ class MuseApp:
                 max_rows_per_file=spec.lake.max_rows_per_file,
                 flush_interval_s=spec.lake.flush_interval_s,
                 max_pending_rows=spec.lake.max_pending_rows,
+                retry_for_s=spec.lake.retry_for_s,
             )
             self.lake.start()
             lake = self.lake
@@ -225,6 +226,7 @@ class MuseApp:
                     "dropped_rows": lake.dropped_rows,
                     "lost_rows": lake.lost_rows,
                     "failed_files": lake.failed_files,
+                    "write_retries": lake.write_retries,
                     "pending_rows": lake.pending_rows,
                 }
             )

@@ -57,7 +57,7 @@ class _LakeCollector(Collector):
 
     def collect(self) -> Iterable[Any]:
         counts = self._read()
-        for name in ("written_rows", "dropped_rows", "lost_rows", "failed_files"):
+        for name in ("written_rows", "dropped_rows", "lost_rows", "failed_files", "write_retries"):
             c = CounterMetricFamily(f"muse_lake_{name}", f"Score lake {name.replace('_', ' ')}.")
             c.add_metric([], counts.get(name, 0))
             yield c
