@@ -8,7 +8,7 @@ SYNCED := $(VENV)/.synced
 QUICKSTART := examples/quickstart/muse.yaml
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup serve test lint bench quickstart demo clean
+.PHONY: setup serve test lint bench quickstart demo console clean
 
 setup: $(SYNCED)
 
@@ -18,6 +18,7 @@ $(UV):
 
 $(SYNCED): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PY)
+	$(BIN)/python -m muse.console.assets
 	@touch $@
 
 ## serve: serve the bundled quickstart deployment on http://127.0.0.1:8000 (Ctrl-C stops)
@@ -58,6 +59,12 @@ bench: setup
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup
 	$(BIN)/python examples/quickstart/build.py --force
+
+## console: the operator console over the quickstart (a store, a candidate version and a
+## week of generated traffic under .cache/console) on http://127.0.0.1:8080 (Ctrl-C stops)
+CONSOLE_PORT ?= 8080
+console: setup
+	$(BIN)/python examples/quickstart/console.py --port $(CONSOLE_PORT)
 
 ## demo: the model lifecycle end to end on generated data (paper §3's scenarios) into demo-out/
 demo: setup

@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "cli": 6,
     "testing": 6,
     "demo": 6,
+    "console": 6,
 }
 #: Third-party packages the pure core must not import at module level (request path stays lean).
 HEAVY = {"pyarrow", "scipy", "pandas", "starlette", "fastapi", "uvicorn", "yaml", "pydantic"}

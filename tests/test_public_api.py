@@ -90,6 +90,8 @@ PUBLIC = {
         "fit_local_level",
         "fit_tenant_map",
         "fit_tenant_maps",
+        "judge_alert_counts",
+        "level_threshold",
         "mixture_jsd",
         "monitor_lake",
         "refresh_map",

@@ -59,6 +59,12 @@ class Authenticator:
             return Principal(admin=True)
         raise UnauthenticatedError("unknown API key")
 
+    def is_admin_digest(self, digest: str) -> bool:
+        """Whether ``digest`` (:func:`~muse.serving_config.hash_api_key` of a key) is an
+        admin's: a session that stored the digest is checked again on every request, so
+        removing a key from the active version ends its sessions."""
+        return digest in self._admins
+
     def require_tenant(self, principal: Principal, tenant: object, index: int | None) -> None:
         """Raise :class:`ForbiddenError` unless ``principal`` may score events of ``tenant``."""
         if principal.anonymous or principal.tenant == tenant:

@@ -20,6 +20,9 @@ __all__ = ["EXTRAS", "MissingExtraError", "require"]
 EXTRAS: dict[str, str] = {
     "duckdb": "reports",
     "matplotlib": "reports",
+    "jinja2": "console",
+    "itsdangerous": "console",
+    "multipart": "console",
     "s3fs": "s3",
     "gcsfs": "gcs",
 }

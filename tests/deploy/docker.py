@@ -21,6 +21,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tests.debian import apt_install
+
 __all__ = [
     "IMAGE_UID",
     "DockerDaemon",
@@ -46,19 +48,9 @@ def ensure_docker_packages() -> None:
     """Install Debian's docker.io and debootstrap when their commands are missing."""
     if shutil.which("dockerd") and shutil.which("debootstrap"):
         return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise DockerError(
-            "the image tests need Debian's docker.io and debootstrap, and root to install "
-            "them: apt-get install docker.io debootstrap"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    if done.returncode != 0:  # a machine whose package lists were never fetched
-        subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, check=False)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    if done.returncode != 0 or not shutil.which("dockerd"):
-        raise DockerError(f"apt-get install {' '.join(PACKAGES)} failed: {done.stderr[-2000:]}")
+    problem = apt_install(PACKAGES, "the image tests")
+    if problem is not None or not shutil.which("dockerd"):
+        raise DockerError(problem or "docker.io installed, but no dockerd on the PATH")
 
 
 class DockerDaemon:

@@ -16,6 +16,8 @@ from muse.fitting import (
     InsufficientSamplesError,
     choose_refresh,
     drift_verdict,
+    judge_alert_counts,
+    level_threshold,
     refresh_map,
     required_samples,
 )
@@ -102,6 +104,42 @@ def test_the_verdict_counts_alerts_exactly(n: int, seed: int) -> None:
     for c in drift_verdict(scores, R, levels=[0.05, 0.01]).levels:
         assert c.alerts == int(np.sum(scores > c.threshold))
         assert c.low <= c.observed <= c.high
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 3_000), st.integers(0, 10_000), st.floats(0.5, 2.0))
+def test_judging_counts_is_judging_the_sample_they_came_from(
+    n: int, seed: int, stretch: float
+) -> None:
+    """The console judges counts from lake histograms; it must agree with the sample path."""
+    scores = R.ppf(np.random.default_rng(seed).random(n) ** stretch)
+    levels = [0.05, 0.01, 0.005]
+    direct = drift_verdict(scores, R, levels=levels)
+    alerts = {a: int(np.sum(scores > level_threshold(R, a))) for a in levels}
+    assert judge_alert_counts(n, alerts, R, ks=direct.ks) == direct
+
+
+def test_judging_counts_worked_example() -> None:
+    """4,000 events, 80 above the 1 % threshold: 2 %, Wilson [1.61 %, 2.48 %] excludes 1 %,
+    and Eq. 5 asks 9,508 events for 1 % at ±20 %: not judged, so too few events."""
+    verdict = judge_alert_counts(4_000, {0.01: 80}, R, ks=0.1)
+    (check,) = verdict.levels
+    assert (check.observed, check.judged, verdict.verdict) == (0.02, False, "too_few_events")
+    assert check.low == pytest.approx(0.01613, abs=1e-4)
+    assert check.high == pytest.approx(0.02479, abs=1e-4)
+    assert check.required == required_samples(0.01, 0.2)
+    judged = judge_alert_counts(40_000, {0.01: 800}, R, ks=0.1)
+    assert judged.verdict == "drifting"
+
+
+@pytest.mark.parametrize(
+    ("n", "alerts", "message"),
+    [(10, {0.01: 11}, "alert counts must lie in"), (10, {0.01: -1}, "alert counts must lie in"),
+     (10, {}, "levels is empty"), (10, {1.5: 1}, "lie in \\(0, 1\\)")],
+)  # fmt: skip
+def test_bad_counts_are_refused(n: int, alerts: dict[float, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        judge_alert_counts(n, alerts, R, ks=0.0)
 
 
 # -- the refit policy -------------------------------------------------------------------------

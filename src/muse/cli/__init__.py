@@ -45,7 +45,7 @@ def invoke(args: Sequence[str]) -> int:
     return result if isinstance(result, int) else 0
 
 
-from muse.cli import batch, core, demo, export, fleet, lifecycle, refresh, report  # noqa: E402, F401  (they register their commands)
+from muse.cli import batch, console, core, demo, export, fleet, lifecycle, refresh, report  # noqa: E402, F401  (they register their commands)
 
 
 def main() -> None:

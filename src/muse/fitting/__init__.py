@@ -9,7 +9,14 @@ from muse.fitting.cold_start import (
     fit_beta_mixture,
     mixture_jsd,
 )
-from muse.fitting.drift import DEFAULT_LEVELS, DriftVerdict, LevelCheck, drift_verdict
+from muse.fitting.drift import (
+    DEFAULT_LEVELS,
+    DriftVerdict,
+    LevelCheck,
+    drift_verdict,
+    judge_alert_counts,
+    level_threshold,
+)
 from muse.fitting.local_level import LocalLevel, fit_local_level
 from muse.fitting.monitor import TenantDrift, monitor_lake, threshold_levels
 from muse.fitting.quantiles import InsufficientSamplesError, TenantFit, fit_tenant_map
@@ -48,6 +55,8 @@ __all__ = [
     "fit_local_level",
     "fit_tenant_map",
     "fit_tenant_maps",
+    "judge_alert_counts",
+    "level_threshold",
     "mixture_jsd",
     "monitor_lake",
     "refresh_map",

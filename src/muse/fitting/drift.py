@@ -20,7 +20,7 @@ of the final scores against R (``sup |F_n − F_R|``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +32,15 @@ from muse.fitting.sample_size import required_samples
 from muse.transforms._checks import as_finite
 from muse.transforms.reference import Reference
 
-__all__ = ["DEFAULT_LEVELS", "DriftVerdict", "LevelCheck", "Verdict", "drift_verdict"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "DriftVerdict",
+    "LevelCheck",
+    "Verdict",
+    "drift_verdict",
+    "judge_alert_counts",
+    "level_threshold",
+]
 
 #: Alert levels judged for a tenant without thresholds of its own.
 DEFAULT_LEVELS: tuple[float, ...] = (0.05, 0.01, 0.005, 0.001)
@@ -100,28 +108,56 @@ def drift_verdict(
     confidence of both the Eq. 5 sample-size gate and the Wilson interval.
     """
     s = as_finite(final_scores, "final_scores").ravel()
-    if not levels:
-        raise ValueError("levels is empty: give at least one alert rate in (0, 1)")
-    for a in levels:
-        if not 0.0 < a < 1.0:
-            raise ValueError(f"alert levels must lie in (0, 1), got {a!r}")
-    n = int(s.size)
+    _check_levels(levels)
     ordered = np.sort(s)
+    n = int(ordered.size)
+    alerts = {
+        a: int(n - np.searchsorted(ordered, level_threshold(reference, a), side="right"))
+        for a in set(levels)
+    }
+    return judge_alert_counts(
+        n, alerts, reference, ks=_ks(ordered, reference), rel_error=rel_error, z=z
+    )
+
+
+def level_threshold(reference: Reference, level: float) -> float:
+    """The reference threshold ``t_a = F_R⁻¹(1 − a)`` at which R alerts on ``a`` of traffic."""
+    return float(reference.ppf([1.0 - level])[0])
+
+
+def judge_alert_counts(
+    n: int,
+    alerts: Mapping[float, int],
+    reference: Reference,
+    *,
+    ks: float,
+    rel_error: float = 0.2,
+    z: float = 1.96,
+) -> DriftVerdict:
+    """The verdict from counts alone: ``alerts[a]`` of ``n`` final scores lie above
+    :func:`level_threshold` of each level ``a``; ``ks`` the distance to R, however computed.
+
+    :func:`drift_verdict` counts them in a sample; the console counts them in histograms
+    of the score lake whose edges include those thresholds, and judges both the same way.
+    """
+    _check_levels(tuple(alerts))
+    if n < 0 or any(not 0 <= k <= n for k in alerts.values()):
+        raise ValueError(f"alert counts must lie in [0, n={n}], got {dict(alerts)!r}")
     checks = []
-    for a in sorted(set(levels), reverse=True):
-        threshold = float(reference.ppf([1.0 - a])[0])
+    for a in sorted(alerts, reverse=True):
+        threshold = level_threshold(reference, a)
         required = required_samples(a, rel_error, z)
-        alerts = int(n - np.searchsorted(ordered, threshold, side="right")) if n else 0
+        k = alerts[a]
         if n:
-            observed = alerts / n
-            low, high = wilson_interval(alerts, n, z)
+            observed = k / n
+            low, high = wilson_interval(k, n, z)
         else:
             observed, low, high = 0.0, 0.0, 1.0
         judged = n >= required
         off = abs(observed / a - 1.0) > rel_error
         drifting = judged and off and not (low <= a <= high)
         checks.append(
-            LevelCheck(a, threshold, n, alerts, observed, low, high, required, judged, drifting)
+            LevelCheck(a, threshold, n, k, observed, low, high, required, judged, drifting)
         )
     judged_any = any(c.judged for c in checks)
     verdict: Verdict = (
@@ -129,7 +165,15 @@ def drift_verdict(
         if not judged_any
         else ("drifting" if any(c.drifting for c in checks) else "aligned")
     )
-    return DriftVerdict(verdict=verdict, n=n, levels=tuple(checks), ks=_ks(ordered, reference))
+    return DriftVerdict(verdict=verdict, n=n, levels=tuple(checks), ks=ks)
+
+
+def _check_levels(levels: Sequence[float]) -> None:
+    if not levels:
+        raise ValueError("levels is empty: give at least one alert rate in (0, 1)")
+    for a in levels:
+        if not 0.0 < a < 1.0:
+            raise ValueError(f"alert levels must lie in (0, 1), got {a!r}")
 
 
 def _ks(ordered: npt.NDArray[np.float64], reference: Reference) -> float:

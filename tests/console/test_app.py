@@ -1,0 +1,157 @@
+"""The console's pages over HTTP (in process): what each shows, sign-in, CSRF, promote and
+rollback through the fleet's own operations."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.console.conftest import ADMIN_KEY, TENANT_KEY, Fleet, console_client, make_fleet
+
+client = console_client
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    """A console with admin keys (its tests may promote and roll back)."""
+    return make_fleet(tmp_path_factory.mktemp("guarded"), auth=True)
+
+
+def csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def test_every_page_answers_and_says_the_console_is_open(fleet: Fleet) -> None:
+    with client(fleet) as c:
+        for path in ("/fleet", "/routing", "/tenants", "/tenants/bank1", "/candidates", "/refresh"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text[:500])
+            assert "auth: none" in r.text
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert c.get("/", follow_redirects=False).headers["location"] == "/fleet"
+        assert c.get("/health").json()["status"] == "ok"
+
+
+def test_the_fleet_page_offers_to_promote_the_published_version(fleet: Fleet) -> None:
+    with client(fleet) as c:
+        html = c.get("/fleet").text
+    assert f'data-version="{fleet.first}" data-state="active"' in html
+    assert f'data-version="{fleet.second}" data-state="published"' in html
+    assert f"/promote?version={fleet.second}" in html
+
+
+def test_the_confirmation_shows_what_a_promotion_changes(fleet: Fleet) -> None:
+    with client(fleet) as c:
+        html = c.get(f"/promote?version={fleet.second}").text
+        assert "single-v1 / bank1" in html
+        assert c.get("/promote?version=nope").status_code == 404
+        assert c.get("/promote").status_code == 400
+        assert c.get("/rollback").status_code == 400  # the first activation has no previous
+
+
+def test_tenants_pages_show_counts_and_charts(fleet: Fleet) -> None:
+    with client(fleet) as c:
+        table = c.get("/tenants?days=366").text
+        one = c.get("/tenants/bank1?days=366").text
+        drifting = c.get("/tenants?days=366&verdict=drifting").text
+        missing = c.get("/tenants/nobody")
+    assert re.search(r'data-tenant="bank1" data-events="\d+"', table)
+    assert 'id="alignment-table"' in one
+    assert 'id="alignment-spec"' in one
+    assert "/static/vendor/vega-embed.min.js" in one
+    assert 'data-tenant="bank1"' not in drifting or 'data-verdict="drifting"' in drifting
+    assert missing.status_code == 404
+
+
+def test_the_intent_tester(fleet: Fleet) -> None:
+    with client(fleet) as c:
+        ok = c.get("/routing?tenant=bank2").text
+        bad = c.get("/routing?tenant=nobody-routes-me").text
+    assert '<strong id="route-live">single-v1</strong>' in ok
+    assert 'id="route-shadows">ensemble-v1<' in ok
+    assert 'class="error"' in bad or "route-live" in bad
+
+
+def test_candidates_are_compared_against_live(fleet: Fleet) -> None:
+    with client(fleet) as c:
+        html = c.get("/candidates").text
+    assert 'data-candidate="ensemble-v1" data-tenant="bank2"' in html
+    assert "events scored by both" in html
+
+
+def test_vendored_charts_are_served_locally(fleet: Fleet) -> None:
+    with client(fleet) as c:
+        r = c.get("/static/vendor/vega.min.js")
+    assert r.status_code == 200
+    assert len(r.content) > 100_000
+
+
+# -- signing in ---------------------------------------------------------------------------
+
+
+def test_pages_need_an_admin_key(guarded: Fleet) -> None:
+    with client(guarded) as c:
+        r = c.get("/tenants?days=3", follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"] == "/login?next=%2Ftenants%3Fdays%3D3"
+        for key in ("wrong", TENANT_KEY, ""):
+            answer = c.post("/login", data={"key": key, "next": "/fleet"})
+            assert answer.status_code in (401, 422) or "not an admin key" in answer.text
+            assert "muse_console" not in c.cookies
+        signed = c.post("/login", data={"key": ADMIN_KEY, "next": "/tenants"})
+        assert signed.status_code == 200
+        assert signed.url.path == "/tenants"
+        assert "auth: none" not in signed.text
+
+
+def test_a_bearer_admin_key_works_without_a_session(guarded: Fleet) -> None:
+    with client(guarded) as c:
+        assert c.get("/fleet", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+        r = c.get(
+            "/fleet", headers={"Authorization": f"Bearer {TENANT_KEY}"}, follow_redirects=False
+        )
+        assert r.status_code == 303
+
+
+def test_a_forged_cookie_or_an_outside_next_is_refused(guarded: Fleet) -> None:
+    with client(guarded) as c:
+        c.cookies.set("muse_console", "forged.value.here")
+        assert c.get("/fleet", follow_redirects=False).status_code == 303
+        r = c.post(
+            "/login", data={"key": ADMIN_KEY, "next": "//evil.example/x"}, follow_redirects=False
+        )
+        assert r.headers["location"] == "/fleet"
+
+
+def test_promote_and_roll_back_from_the_console(guarded: Fleet) -> None:
+    with client(guarded) as c:
+        c.post("/login", data={"key": ADMIN_KEY, "next": "/fleet"})
+        confirm = c.get(f"/promote?version={guarded.second}").text
+        token = csrf(confirm)
+        refused = c.post("/promote", data={"version": guarded.second, "csrf": "stale"})
+        assert refused.status_code == 403
+        assert guarded.store.active()["version"] == guarded.first  # type: ignore[index]
+        done = c.post("/promote", data={"version": guarded.second, "csrf": token})
+        assert done.status_code == 200
+        assert 'data-state="activated"' in done.text
+        assert guarded.store.active()["version"] == guarded.second  # type: ignore[index]
+        assert any(
+            e.get("event") == "activated" and str(e.get("by", "")).startswith("console")
+            for e in guarded.store.history()
+        )
+        back = c.get("/rollback").text
+        assert guarded.first in back
+        rolled = c.post("/rollback", data={"csrf": csrf(back)})
+        assert 'data-state="activated"' in rolled.text
+        assert guarded.store.active()["version"] == guarded.first  # type: ignore[index]
+
+
+def test_signing_out_ends_the_session(guarded: Fleet) -> None:
+    with client(guarded) as c:
+        c.post("/login", data={"key": ADMIN_KEY})
+        assert c.get("/fleet", follow_redirects=False).status_code == 200
+        c.post("/logout")
+        assert c.get("/fleet", follow_redirects=False).status_code == 303
