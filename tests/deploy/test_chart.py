@@ -328,6 +328,44 @@ def test_the_refresh_job_runs_the_tools_image_one_pass_at_a_time() -> None:
     assert tools["image"] == "registry.example.com/muse:0.1.0-tools"
 
 
+def test_the_console_runs_the_tools_image_with_options_of_muse_console() -> None:
+    import typer.main
+
+    from muse.cli import app
+
+    command = typer.main.get_command(app).commands["console"]  # type: ignore[attr-defined]
+    options = {o for p in command.params for o in p.opts}
+    objects, _ = render(load_values(CHART / "ci" / "production-values.yaml"))
+    console = by_name(objects, "Deployment", "risk-muse-console")
+    (container,) = console["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(
+        "@sha256:1b2c3d4e5f60718293a4b5c6d7e8f9011b2c3d4e5f60718293a4b5c6d7e8f901"
+    )
+    assert container["args"][0] == "console"
+    flags = {a for a in container["args"][1:] if a.startswith("--")}
+    assert flags <= options, flags - options
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MUSE_CONSOLE_SECRET"]["valueFrom"]["secretKeyRef"] == {
+        "name": "muse-console",
+        "key": "secret",
+    }
+    assert env["MUSE_STORE"]["valueFrom"]["secretKeyRef"]["name"] == "muse-store"
+    assert not [o for o in of_kind(objects, "Secret") if "console" in o["metadata"]["name"]]
+    by_name(objects, "Service", "risk-muse-console")
+
+    minimal, _ = render({"store": {"url": "s3://b/m"}, "console": {"enabled": True}})
+    made = by_name(minimal, "Secret", "risk-muse-console")
+    assert len(made["data"]["secret"]) >= 48  # a random key the pods share
+    (tools,) = by_name(minimal, "Deployment", "risk-muse-console")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert tools["image"] == "registry.example.com/muse:0.1.0-tools"
+    off, _ = render({"store": {"url": "s3://b/m"}})
+    assert not [o for o in off if "console" in o["metadata"]["name"]]
+    policy = by_name(objects, "NetworkPolicy", "risk-muse-console")
+    assert policy["spec"]["ingress"] == []  # production values name no peer: port-forward only
+
+
 def test_notes_tell_the_next_commands() -> None:
     _, notes = render(load_values(CHART / "ci" / "triton-values.yaml"))
     assert "muse promote" in notes

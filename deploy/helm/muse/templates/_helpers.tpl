@@ -104,3 +104,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail "give redis.enabled (the chart's Redis) or redis.externalUrl, not both" -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "muse.consoleImage" -}}
+{{- $image := .Values.console.image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" (default .Values.image.repository $image.repository) $image.digest -}}
+{{- else -}}
+{{- $tag := default (printf "%s-tools" (default .Chart.AppVersion .Values.image.tag)) $image.tag -}}
+{{- printf "%s:%s" (default .Values.image.repository $image.repository) $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "muse.consoleSecret" -}}
+{{- default (printf "%s-console" (include "muse.fullname" .)) .Values.console.existingSecret -}}
+{{- end -}}
