@@ -267,8 +267,8 @@ def create_app(
         tenant = request.path_params["tenant"]
         days = _int(request.query_params.get("days"), 7, 1, 366)
         win = views.last_days(snap, days)
-        rows = {r.tenant: r for r in views.tenant_rows(snap, win)}
-        row = rows.get(tenant)
+        found = views.tenant_rows(snap, win, only=tenant)
+        row = found[0] if found else None
         if row is None or snap.loaded is None:
             return render(request, who, "error.html", status=404, message=f"No tenant {tenant!r}.")
         config = snap.loaded

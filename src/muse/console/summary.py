@@ -96,6 +96,8 @@ class BinCounts:
 
     edges: npt.NDArray[np.float64]
     counts: Counts
+    #: ``F_R(edges)`` when the summary knows R (spares every tenant's KS a CDF call).
+    edge_cdf: npt.NDArray[np.float64] | None = None
 
     @property
     def n(self) -> int:
@@ -114,7 +116,8 @@ class BinCounts:
         if self.n == 0:
             return 0.0
         empirical = np.cumsum(self.counts[:-1]) / self.n
-        return float(np.max(np.abs(empirical - reference.cdf(self.edges))))
+        cdf = self.edge_cdf if self.edge_cdf is not None else reference.cdf(self.edges)
+        return float(np.max(np.abs(empirical - cdf)))
 
 
 class LakeSummary:
@@ -133,8 +136,14 @@ class LakeSummary:
         self.url = url
         self.references = {p: b.reference for p, b in predictors.items()}
         self.edges = {p: b.edges() for p, b in predictors.items()}
+        self.edge_cdf = {
+            p: np.asarray(b.reference.cdf(self.edges[p]), dtype=np.float64)
+            for p, b in predictors.items()
+        }
         self.keep_days = keep_days
         self._counts: dict[SummaryKey, Counts] = {}
+        #: (predictor, tenant) → its keys: a tenant's page reads its own keys, not all of them.
+        self._index: dict[tuple[str, str], set[SummaryKey]] = {}
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._fs: Any = None
@@ -199,6 +208,7 @@ class LakeSummary:
                 key = SummaryKey(predictor, day, str(t), str(r), str(v))
                 held = self._counts.get(key)
                 self._counts[key] = counts if held is None else held + counts
+                self._index.setdefault((predictor, key.tenant), set()).add(key)
             self._seen.add(path)
             self.files_read += 1
             self.rows_read += int(ok.sum())
@@ -212,6 +222,7 @@ class LakeSummary:
             oldest = newest - timedelta(days=self.keep_days - 1)
             for key in [k for k in self._counts if k.day < oldest]:
                 del self._counts[key]
+                self._index[key.predictor, key.tenant].discard(key)
 
     # -- questions ------------------------------------------------------------------------
 
@@ -241,7 +252,9 @@ class LakeSummary:
         edges = self.edges[predictor]
         total = np.zeros(edges.size + 1, dtype=np.int64)
         with self._lock:
-            for key, counts in self._counts.items():
+            keys = self._counts if tenant is None else self._index.get((predictor, tenant), ())
+            for key in keys:
+                counts = self._counts[key]
                 if (
                     key.predictor == predictor
                     and (tenant is None or key.tenant == tenant)
@@ -251,7 +264,7 @@ class LakeSummary:
                     and (last is None or key.day <= last)
                 ):
                     total += counts
-        return BinCounts(edges, total)
+        return BinCounts(edges, total, self.edge_cdf[predictor])
 
     def totals(
         self, *, role: str | None = None, first: date | None = None, last: date | None = None
@@ -281,8 +294,9 @@ class LakeSummary:
         """Per day: events and the alert rate at each named threshold (which must be edges)."""
         by_day: dict[date, Counts] = {}
         with self._lock:
-            for key, counts in self._counts.items():
-                if key.predictor == predictor and key.tenant == tenant and key.role == role:
+            for key in self._index.get((predictor, tenant), ()):
+                counts = self._counts[key]
+                if key.role == role:
                     held = by_day.get(key.day)
                     by_day[key.day] = counts.copy() if held is None else held + counts
         edges = self.edges[predictor]

@@ -237,8 +237,8 @@ class TenantRow:
     thresholds: dict[str, float] = field(default_factory=dict)
 
 
-def tenant_rows(snapshot: Snapshot, win: Days | None) -> list[TenantRow]:
-    """One row per tenant the config names or the lake saw in the window."""
+def tenant_rows(snapshot: Snapshot, win: Days | None, only: str | None = None) -> list[TenantRow]:
+    """One row per tenant the config names or the lake saw in the window (or ``only``'s)."""
     config = snapshot.loaded
     if config is None:
         return []
@@ -252,7 +252,8 @@ def tenant_rows(snapshot: Snapshot, win: Days | None) -> list[TenantRow]:
     for transforms in config.transforms.values():
         tenants.update(transforms.tenants)
     rows = []
-    for tenant in sorted(tenants):
+    cache: dict[tuple[str, tuple[float, ...]], dict[float, float]] = {}
+    for tenant in sorted(tenants if only is None else tenants & {only}):
         thresholds = (
             dict(config.spec.tenants[tenant].thresholds) if tenant in config.spec.tenants else {}
         )
@@ -276,7 +277,7 @@ def tenant_rows(snapshot: Snapshot, win: Days | None) -> list[TenantRow]:
                 first=win.first,
                 last=win.last,
             )
-            verdict = judge(config, predictor, thresholds, hist)
+            verdict = judge(config, predictor, thresholds, hist, cache)
         rows.append(
             TenantRow(
                 tenant=tenant,
@@ -294,13 +295,26 @@ def tenant_rows(snapshot: Snapshot, win: Days | None) -> list[TenantRow]:
 
 
 def judge(
-    config: LoadedConfig, predictor: str, thresholds: Mapping[str, float], hist: BinCounts
+    config: LoadedConfig,
+    predictor: str,
+    thresholds: Mapping[str, float],
+    hist: BinCounts,
+    cache: dict[tuple[str, tuple[float, ...]], dict[float, float]] | None = None,
 ) -> DriftVerdict:
-    """The drift monitor's verdict on one tenant's histogram (as ``muse refresh`` judges)."""
+    """The drift monitor's verdict on one tenant's histogram (as ``muse refresh`` judges).
+
+    ``cache`` keeps each level's threshold per (predictor, levels) across tenants: most
+    tenants share their levels, and R's quantile function is the costly part."""
     reference = config.references[config.spec.predictors[predictor].reference]
     levels = threshold_levels(thresholds, reference)
-    alerts = {a: hist.above(level_threshold(reference, a)) for a in levels}
-    return judge_alert_counts(hist.n, alerts, reference, ks=hist.ks(reference))
+    key = (predictor, levels)
+    at = cache.get(key) if cache is not None else None
+    if at is None:
+        at = {a: level_threshold(reference, a) for a in levels}
+        if cache is not None:
+            cache[key] = at
+    alerts = {a: hist.above(at[a]) for a in levels}
+    return judge_alert_counts(hist.n, alerts, reference, ks=hist.ks(reference), thresholds=at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,19 +133,22 @@ def judge_alert_counts(
     ks: float,
     rel_error: float = 0.2,
     z: float = 1.96,
+    thresholds: Mapping[float, float] | None = None,
 ) -> DriftVerdict:
     """The verdict from counts alone: ``alerts[a]`` of ``n`` final scores lie above
     :func:`level_threshold` of each level ``a``; ``ks`` the distance to R, however computed.
 
     :func:`drift_verdict` counts them in a sample; the console counts them in histograms
     of the score lake whose edges include those thresholds, and judges both the same way.
+    ``thresholds`` may give :func:`level_threshold` of each level, computed once for many
+    tenants (it is R's quantile function: the costly part of judging a thousand tenants).
     """
     _check_levels(tuple(alerts))
     if n < 0 or any(not 0 <= k <= n for k in alerts.values()):
         raise ValueError(f"alert counts must lie in [0, n={n}], got {dict(alerts)!r}")
     checks = []
     for a in sorted(alerts, reverse=True):
-        threshold = level_threshold(reference, a)
+        threshold = thresholds[a] if thresholds is not None else level_threshold(reference, a)
         required = required_samples(a, rel_error, z)
         k = alerts[a]
         if n:
