@@ -22,7 +22,7 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "reports",
     "jinja2": "console",
     "itsdangerous": "console",
-    "multipart": "console",
+    "python_multipart": "console",
     "s3fs": "s3",
     "gcsfs": "gcs",
 }

@@ -22,7 +22,7 @@ from muse.serving_config import hash_api_key
 from tests.config_fixtures import Deployment
 from tests.e2e.support import free_port
 from tests.fleet.versions import publish_reweighted
-from tests.lifecycle_fixtures import filled_lake
+from tests.lifecycle_fixtures import filled_lake, write_labels
 
 ADMIN_KEY = "console-admin-key-0123456789"
 TENANT_KEY = "bank1-key-0123456789"
@@ -50,12 +50,13 @@ def make_fleet(root: Path, *, auth: bool) -> Fleet:
             "admins": [hash_api_key(ADMIN_KEY)],
         }
         quickstart.write(doc)
-    lake, _ = filled_lake(quickstart, EVENTS)
+    lake, frame = filled_lake(quickstart, EVENTS)
+    labels = write_labels(frame, root / "labels.parquet")
     store = DeploymentStore(root / "store")
     first = publish(quickstart.config, store, by="tests").version.id
     assert promote(store, first, timeout_s=5, by="tests").activated
     second = publish_reweighted(quickstart, store)
-    state = ConsoleState(store, root / "cache", lake=str(lake), refresh_s=3600)
+    state = ConsoleState(store, root / "cache", lake=str(lake), labels=str(labels), refresh_s=3600)
     state.refresh()
     return Fleet(root, store, lake, first, second, state)
 

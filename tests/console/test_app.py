@@ -4,6 +4,7 @@ rollback through the fleet's own operations."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,7 @@ def test_candidates_are_compared_against_live(fleet: Fleet) -> None:
         html = c.get("/candidates").text
     assert 'data-candidate="ensemble-v1" data-tenant="bank2"' in html
     assert "events scored by both" in html
+    assert "recall at" in html  # the labels add the ranking checks
 
 
 def test_vendored_charts_are_served_locally(fleet: Fleet) -> None:
@@ -155,3 +157,13 @@ def test_signing_out_ends_the_session(guarded: Fleet) -> None:
         assert c.get("/fleet", follow_redirects=False).status_code == 200
         c.post("/logout")
         assert c.get("/fleet", follow_redirects=False).status_code == 303
+
+
+def test_missing_labels_are_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from muse.cli import invoke
+
+    code = invoke(["console", "--store", str(tmp_path), "--labels", str(tmp_path / "nope.pq")])
+    assert code == 2
+    assert "nope.pq do not exist" in capsys.readouterr().err

@@ -32,6 +32,14 @@ def console(
             help="Score lake (default: the active version's lake.url).", envvar="MUSE_LAKE"
         ),
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labels (Parquet file, folder or glob: event_id, label, labelled_at): adds "
+            "the ranking checks (recall at FPR) to the candidates' comparisons.",
+            show_default=False,
+        ),
+    ] = None,
     replica: Annotated[
         list[str] | None,
         typer.Option(
@@ -70,7 +78,7 @@ def console(
     """Serve the operator console: versions and replicas (promote, roll back), routes and an
     intent tester, tenants' alignment and drift, candidates against live, the refresh log.
     Sign in with an admin API key of the active version."""
-    for module in ("jinja2", "itsdangerous", "multipart", "duckdb"):
+    for module in ("jinja2", "itsdangerous", "python_multipart", "duckdb"):
         require(module, "muse console")
     import uvicorn
 
@@ -78,12 +86,15 @@ def console(
     from muse.console.app import create_app
     from muse.fleet import DeploymentStore
 
+    if labels is not None and not labels.exists():
+        fail(f"labels {labels} do not exist")
     folder = cache or Path(tempfile.mkdtemp(prefix="muse-console-"))
     try:
         state = ConsoleState(
             DeploymentStore(store),
             folder,
             lake=lake,
+            labels=None if labels is None else str(labels),
             replicas=replica or (),
             replica_key=replica_key,
             refresh_s=refresh,

@@ -90,8 +90,10 @@ class Snapshot:
 class ConsoleState:
     """The console's view of the store, the active config, the lake and the replicas.
 
-    ``lake`` overrides the active config's lake URL (a replica's ``--lake``). ``replicas``
-    are base URLs of replicas to probe; ``replica_key`` the admin key they take.
+    ``lake`` overrides the active config's lake URL (a replica's ``--lake``); ``labels``
+    (a Parquet file, folder or glob of ``event_id, label, labelled_at``) adds the ranking
+    checks to the candidates' comparisons. ``replicas`` are base URLs of replicas to probe;
+    ``replica_key`` the admin key they take.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class ConsoleState:
         cache: Path,
         *,
         lake: str | None = None,
+        labels: str | None = None,
         replicas: Sequence[str] = (),
         replica_key: str | None = None,
         refresh_s: float = 5.0,
@@ -110,6 +113,7 @@ class ConsoleState:
         self.store = store
         self.cache = cache
         self.lake = lake
+        self.labels = labels
         self.replicas = tuple(r.rstrip("/") for r in replicas)
         self.replica_key = replica_key
         self.refresh_s = refresh_s
@@ -257,11 +261,13 @@ class ConsoleState:
         results = []
         url = summary.url
         try:
-            with LakeReader(url) as reader:
+            with LakeReader(url, labels=self.labels) as reader:
                 for candidate, tenants in sorted(by_candidate.items()):
                     busiest = sorted(tenants, reverse=True)[: self.max_candidate_tenants]
                     for _, tenant in sorted(busiest, key=lambda t: t[1]):
-                        results.append(self._compare(loaded, reader, candidate, tenant, window))
+                        results.append(
+                            self._compare(loaded, reader, candidate, tenant, window, self.labels)
+                        )
         except Exception as e:  # shown on the page
             errors.append(f"candidate comparisons: {e}")
             return
@@ -270,7 +276,12 @@ class ConsoleState:
 
     @staticmethod
     def _compare(
-        loaded: LoadedConfig, reader: LakeReader, candidate: str, tenant: str, window: Window
+        loaded: LoadedConfig,
+        reader: LakeReader,
+        candidate: str,
+        tenant: str,
+        window: Window,
+        labels: str | None,
     ) -> CandidateResult:
         try:
             live = loaded.router.route({"tenant": tenant}).live
@@ -279,7 +290,9 @@ class ConsoleState:
         if live == candidate:
             return CandidateResult(candidate, live, tenant, None, "already live for this tenant")
         try:
-            report = compare_report(loaded, reader, live, candidate, tenant, window=window)
+            report = compare_report(
+                loaded, reader, live, candidate, tenant, window=window, with_labels=bool(labels)
+            )
         except MuseError as e:
             return CandidateResult(candidate, live, tenant, None, str(e))
         return CandidateResult(candidate, live, tenant, report.comparison)
