@@ -167,3 +167,24 @@ def test_missing_labels_are_refused_before_anything_starts(
     code = invoke(["console", "--store", str(tmp_path), "--labels", str(tmp_path / "nope.pq")])
     assert code == 2
     assert "nope.pq do not exist" in capsys.readouterr().err
+
+
+def test_the_tenants_table_pages_and_counts_verdicts(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from muse.console import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 2)
+    with client(fleet) as c:
+        first = c.get("/tenants?days=366").text
+        second = c.get("/tenants?days=366&page=2").text
+        beyond = c.get("/tenants?days=366&page=99").text
+    assert first.count('<tr data-tenant="') == 2
+    assert "tenants 1–2 of 3 (page 1 of 2)" in first
+    assert second.count('<tr data-tenant="') == 1
+    assert 'data-tenant="fintech3"' in second
+    assert "page 2 of 2" in beyond  # a page past the end shows the last
+    rows = views.tenant_rows(fleet.state.snapshot(), views.last_days(fleet.state.snapshot(), 366))
+    for verdict in {r.verdict.verdict for r in rows if r.verdict}:
+        n = sum(1 for r in rows if r.verdict and r.verdict.verdict == verdict)
+        assert f'<span class="verdict {verdict}">{verdict}</span> {n}</a>' in first

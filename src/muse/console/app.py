@@ -254,13 +254,36 @@ def create_app(
 
     async def tenants_page(request: Request, who: dict[str, str]) -> Response:
         snap = state.snapshot()
-        days = _int(request.query_params.get("days"), 7, 1, 366)
-        win = views.last_days(snap, days)
-        rows = views.tenant_rows(snap, win)
+        days = _int(request.query_params.get("days"), views.DEFAULT_DAYS, 1, 366)
+        if days == views.DEFAULT_DAYS and snap.tenants is not None:
+            rows, win = snap.tenants, snap.tenants_window  # computed with the snapshot
+        else:
+            win = views.last_days(snap, days)
+            rows = await asyncio.to_thread(views.tenant_rows, snap, win)
+        counts: dict[str, int] = {}
+        for r in rows:
+            key = r.verdict.verdict if r.verdict else "no_data"
+            counts[key] = counts.get(key, 0) + 1
         verdict = request.query_params.get("verdict", "")
         if verdict:
             rows = [r for r in rows if (r.verdict.verdict if r.verdict else "no_data") == verdict]
-        return render(request, who, "tenants.html", rows=rows, win=win, days=days, verdict=verdict)
+        pages = max(1, -(-len(rows) // views.PAGE_SIZE))
+        number = _int(request.query_params.get("page"), 1, 1, pages)
+        shown = rows[(number - 1) * views.PAGE_SIZE : number * views.PAGE_SIZE]
+        return render(
+            request,
+            who,
+            "tenants.html",
+            rows=shown,
+            total=len(rows),
+            first=(number - 1) * views.PAGE_SIZE + 1,
+            counts=counts,
+            page=number,
+            pages=pages,
+            win=win,
+            days=days,
+            verdict=verdict,
+        )
 
     async def tenant_page(request: Request, who: dict[str, str]) -> Response:
         snap = state.snapshot()

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from muse.config import LoadedConfig, load_config
+from muse.console import views
 from muse.console.summary import Binning, LakeSummary
 from muse.errors import MuseError
 from muse.evaluation.compare import Comparison
@@ -85,6 +86,10 @@ class Snapshot:
     #: ``candidates_every_s``: they read paired rows from the lake with DuckDB).
     candidates: list[CandidateResult] = field(default_factory=list)
     candidates_at: str | None = None
+    #: The tenants table of the last ``DEFAULT_DAYS`` days, computed with the snapshot so
+    #: the tenants page only renders it.
+    tenants: list[views.TenantRow] | None = None
+    tenants_window: views.Days | None = None
 
 
 class ConsoleState:
@@ -192,6 +197,8 @@ class ConsoleState:
             list(self._candidates),
             self._candidates_at,
         )
+        window = views.last_days(snap, views.DEFAULT_DAYS)
+        snap = replace(snap, tenants=views.tenant_rows(snap, window), tenants_window=window)
         with self._lock:
             self._snapshot = snap
         return snap
@@ -324,13 +331,3 @@ class ConsoleState:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def age_s(iso: str | None) -> float | None:
-    """Seconds since ``iso`` (None if absent or unreadable)."""
-    if not iso:
-        return None
-    try:
-        return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
-    except ValueError:
-        return None

@@ -144,6 +144,10 @@ class LakeSummary:
         self._counts: dict[SummaryKey, Counts] = {}
         #: (predictor, tenant) → its keys: a tenant's page reads its own keys, not all of them.
         self._index: dict[tuple[str, str], set[SummaryKey]] = {}
+        #: Events per key (the sum of its histogram), kept so totals need no sums.
+        self._events: dict[SummaryKey, int] = {}
+        #: Predictors each tenant has rows of.
+        self._tenant_predictors: dict[str, set[str]] = {}
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._fs: Any = None
@@ -177,6 +181,7 @@ class LakeSummary:
         return self._fs, self._root
 
     def _read(self, fs: Any, path: str) -> None:
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         parts = dict(segment.split("=", 1) for segment in path.split("/") if "=" in segment)
@@ -190,25 +195,33 @@ class LakeSummary:
             table = pq.read_table(f, columns=_COLUMNS[:4], partitioning=None)
         scores = np.asarray(table.column("score").to_numpy(zero_copy_only=False), dtype=np.float64)
         bins = np.searchsorted(edges, scores, side="left")  # (e_i-1, e_i] -> i
-        groups: dict[tuple[str, str, str], Counts] = {}
-        tenant = table.column("tenant").to_pylist()
-        role = table.column("role").to_pylist()
-        version = table.column("tq_version").to_pylist()
-        keys = list(zip(tenant, role, version, strict=True))
-        unique = sorted({k for k in keys if None not in k})
-        index = {k: i for i, k in enumerate(unique)}
-        code = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        ok = code >= 0
+        # One integer per (tenant, role, map version), from Arrow's dictionary encoding:
+        # no Python object per row (a file holds up to max_rows_per_file rows).
+        names, codes = [], []
+        for column in _COLUMNS[:3]:
+            encoded = pc.dictionary_encode(table.column(column)).combine_chunks()
+            names.append(encoded.dictionary.to_pylist())
+            codes.append(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False))
+        n_role, n_version = max(len(names[1]), 1), max(len(names[2]), 1)
+        ok = (codes[0] >= 0) & (codes[1] >= 0) & (codes[2] >= 0) & np.isfinite(scores)
+        code = (codes[0].astype(np.int64) * n_role + codes[1]) * n_version + codes[2]
+        unique, inverse = np.unique(code[ok], return_inverse=True)
         width = edges.size + 1
-        flat = np.bincount(code[ok] * width + bins[ok], minlength=len(unique) * width)
-        for k, i in index.items():
-            groups[k] = flat[i * width : (i + 1) * width].astype(np.int64)
+        flat = np.bincount(inverse * width + bins[ok], minlength=unique.size * width)
+        flat = flat.reshape(unique.size, width).astype(np.int64)
+        groups: dict[tuple[str, str, str], Counts] = {}
+        for j, c in enumerate(unique.tolist()):
+            t, rest = divmod(c, n_role * n_version)
+            r, v = divmod(rest, n_version)
+            groups[names[0][t], names[1][r], names[2][v]] = flat[j]
         with self._lock:
             for (t, r, v), counts in groups.items():
                 key = SummaryKey(predictor, day, str(t), str(r), str(v))
                 held = self._counts.get(key)
                 self._counts[key] = counts if held is None else held + counts
                 self._index.setdefault((predictor, key.tenant), set()).add(key)
+                self._events[key] = self._events.get(key, 0) + int(counts.sum())
+                self._tenant_predictors.setdefault(key.tenant, set()).add(predictor)
             self._seen.add(path)
             self.files_read += 1
             self.rows_read += int(ok.sum())
@@ -222,6 +235,7 @@ class LakeSummary:
             oldest = newest - timedelta(days=self.keep_days - 1)
             for key in [k for k in self._counts if k.day < oldest]:
                 del self._counts[key]
+                del self._events[key]
                 self._index[key.predictor, key.tenant].discard(key)
 
     # -- questions ------------------------------------------------------------------------
@@ -267,13 +281,26 @@ class LakeSummary:
         return BinCounts(edges, total, self.edge_cdf[predictor])
 
     def totals(
-        self, *, role: str | None = None, first: date | None = None, last: date | None = None
+        self,
+        *,
+        role: str | None = None,
+        first: date | None = None,
+        last: date | None = None,
+        tenant: str | None = None,
     ) -> dict[tuple[str, str], dict[str, Any]]:
         """Per (tenant, predictor): events, days with events, and the newest map version
-        seen (with its day) — one pass over the keys, for the tenants table."""
+        seen (with its day) — one pass over the keys (``tenant``'s only, if given)."""
         out: dict[tuple[str, str], dict[str, Any]] = {}
         with self._lock:
-            for key, counts in self._counts.items():
+            if tenant is None:
+                keys: Iterable[SummaryKey] = self._events
+            else:
+                keys = [
+                    k
+                    for p in self._tenant_predictors.get(tenant, ())
+                    for k in self._index.get((p, tenant), ())
+                ]
+            for key in keys:
                 if (role is not None and key.role != role) or (
                     (first is not None and key.day < first) or (last is not None and key.day > last)
                 ):
@@ -282,7 +309,7 @@ class LakeSummary:
                     (key.tenant, key.predictor),
                     {"events": 0, "days": set(), "latest": ("", date.min)},
                 )
-                row["events"] += int(counts.sum())
+                row["events"] += self._events[key]
                 row["days"].add(key.day)
                 if key.day >= row["latest"][1]:
                     row["latest"] = (key.tq_version, key.day)

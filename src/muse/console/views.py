@@ -11,13 +11,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from muse.config import LoadedConfig
-from muse.console.state import Snapshot, age_s
 from muse.console.summary import PERCENTS, BinCounts
 from muse.errors import MuseError
 from muse.evaluation.compare import GATE_LEVELS
@@ -40,8 +39,25 @@ __all__ = [
     "tenant_rows",
 ]
 
+if TYPE_CHECKING:
+    from muse.console.state import Snapshot
+
 #: A replica whose heartbeat is older than this is shown as silent.
 SILENT_S = 15.0
+#: The tenants table's window unless a page asks for another: computed with each snapshot.
+DEFAULT_DAYS = 7
+#: Tenants per page of the tenants table.
+PAGE_SIZE = 100
+
+
+def age_s(iso: str | None) -> float | None:
+    """Seconds since ``iso`` (None if absent or unreadable)."""
+    if not iso:
+        return None
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,13 +260,16 @@ def tenant_rows(snapshot: Snapshot, win: Days | None, only: str | None = None) -
         return []
     summary = snapshot.summary
     totals = (
-        summary.totals(role="live", first=win.first, last=win.last)
+        summary.totals(role="live", first=win.first, last=win.last, tenant=only)
         if summary is not None and win is not None
         else {}
     )
     tenants = set(config.spec.tenants) | {t for t, _ in totals}
     for transforms in config.transforms.values():
         tenants.update(transforms.tenants)
+    seen_by: dict[str, dict[str, dict[str, Any]]] = {}
+    for (t, p), total in totals.items():
+        seen_by.setdefault(t, {})[p] = total
     rows = []
     cache: dict[tuple[str, tuple[float, ...]], dict[float, float]] = {}
     for tenant in sorted(tenants if only is None else tenants & {only}):
@@ -259,7 +278,7 @@ def tenant_rows(snapshot: Snapshot, win: Days | None, only: str | None = None) -
         )
         live = route_intent(config, {"tenant": tenant})
         predictor = live.get("live")
-        seen = {p: row for (t, p), row in totals.items() if t == tenant}
+        seen = seen_by.get(tenant, {})
         if predictor is None and seen:  # no route by tenant alone: the one that served it most
             predictor = max(seen, key=lambda p: seen[p]["events"])
         artifact = None
