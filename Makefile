@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/abuse.py
 	$(BIN)/python benchmarks/chaos.py
 	$(BIN)/python benchmarks/soak.py
+	$(BIN)/python benchmarks/console_pages.py
 
 ## quickstart: rebuild the quickstart's models and T^Q artifacts from the generator
 quickstart: setup
