@@ -188,3 +188,14 @@ def test_the_tenants_table_pages_and_counts_verdicts(
     for verdict in {r.verdict.verdict for r in rows if r.verdict}:
         n = sum(1 for r in rows if r.verdict and r.verdict.verdict == verdict)
         assert f'<span class="verdict {verdict}">{verdict}</span> {n}</a>' in first
+
+
+def test_an_open_console_still_refuses_a_form_it_did_not_serve(fleet: Fleet) -> None:
+    """With auth: none there is no session, but a cross-site POST must not promote."""
+    with client(fleet) as c:
+        forged = c.post("/promote", data={"version": fleet.second})
+        assert forged.status_code == 403
+        assert fleet.store.active()["version"] == fleet.first  # type: ignore[index]
+        odd = c.get("/promote?version=../../etc")
+        assert odd.status_code == 404
+        assert "not a version id" in odd.text

@@ -64,6 +64,9 @@ def create_app(
     process if None: sessions then end with the process, and several console replicas
     need a shared one)."""
     signer = URLSafeTimedSerializer(secret or secrets.token_urlsafe(32), salt="muse-console")
+    # An open console (auth: none) has no session, but its forms still carry a token a
+    # page of another site cannot read: no cross-site POST promotes through a browser.
+    open_csrf = secrets.token_urlsafe(24)
     env = Environment(
         loader=PackageLoader("muse.console", "templates"),
         autoescape=select_autoescape(["html"]),
@@ -93,7 +96,7 @@ def create_app(
         snap = state.snapshot()
         auth = authenticator(snap)
         if not auth.enabled:
-            return {"who": "anyone (auth: none)", "csrf": "", "open": "1"}
+            return {"who": "anyone (auth: none)", "csrf": open_csrf, "open": "1"}
         key = bearer_key(request.headers.get("authorization", "").encode() or None)
         if key is not None:
             if auth.is_admin_digest(hash_api_key(key)):
@@ -116,7 +119,7 @@ def create_app(
             if who is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
-            if request.method == "POST" and not who.get("open") and not who.get("bearer"):
+            if request.method == "POST" and not who.get("bearer"):
                 form = await request.form()
                 token = str(form.get("csrf", ""))
                 if not who["csrf"] or not hmac.compare_digest(token, who["csrf"]):

@@ -207,6 +207,7 @@ class ConsoleState:
         """Version ``version``'s config, materialised from the store and loaded (cached)."""
         held = self._loaded.get(version)
         if held is None:
+            self.store.version(version)  # an id the store knows, before any path is made of it
             held = load_config(self.store.materialize(version, self.cache))
             self._loaded[version] = held
         return held
