@@ -149,6 +149,23 @@ def test_the_numbers_are_duckdbs(page: Page, live: Live) -> None:
         ).fetchall()
         assert shown[tenant] == n
 
+    # A tenant's alignment table: every bin's events, and the top bin at R's 99.9 % quantile.
+    page.goto("/tenants/bank1?days=366")
+    counts = [
+        int(cell.inner_text().replace(",", ""))
+        for cell in page.locator("#alignment-table tbody tr td:nth-child(3)").all()
+    ]
+    config = live.fleet.state.config(live.fleet.first)
+    top = float(config.references["fraud-v1"].ppf([0.999])[0])
+    lake = f"read_parquet('{live.fleet.lake}/**/*.parquet', hive_partitioning=true)"
+    where = "tenant = 'bank1' AND predictor = 'ensemble-v1' AND role = 'live'"
+    ((total,),) = con.execute(f"SELECT count(*) FROM {lake} WHERE {where}").fetchall()
+    ((above,),) = con.execute(
+        f"SELECT count(*) FROM {lake} WHERE {where} AND score > ?", [top]
+    ).fetchall()
+    assert sum(counts) == total
+    assert counts[-1] == above
+
 
 def test_the_intent_tester_and_the_keyboard(page: Page) -> None:
     page.goto("/routing")
