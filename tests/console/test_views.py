@@ -93,3 +93,20 @@ def test_the_intent_tester_routes_as_the_service_does(fleet: Fleet) -> None:
     assert views.route_intent(config, {"tenant": "bank2"})["live"] == "single-v1"
     assert views.route_intent(config, {"tenant": "bank2"})["shadows"] == ["ensemble-v1"]
     assert "error" in views.route_intent(config, {"nonsense": "x"})
+
+
+def test_concurrent_refreshes_count_every_lake_file_once(fleet: Fleet) -> None:
+    """The background thread and a page that just promoted may refresh at once."""
+    import threading
+
+    from muse.console import ConsoleState
+
+    state = ConsoleState(fleet.store, fleet.root / "cache-concurrent", lake=str(fleet.lake))
+    threads = [threading.Thread(target=state.refresh) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    summary = state.snapshot().summary
+    assert summary is not None
+    assert summary.rows_read == fleet.state.snapshot().summary.rows_read  # type: ignore[union-attr]

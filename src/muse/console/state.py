@@ -43,6 +43,9 @@ __all__ = ["CandidateResult", "ConsoleState", "ReplicaProbe", "Snapshot"]
 
 logger = logging.getLogger("muse.console")
 
+#: Loaded configs kept (each holds every tenant map of its version).
+MAX_CONFIGS = 8
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaProbe:
@@ -134,6 +137,9 @@ class ConsoleState:
         self._summary_key: tuple[Any, ...] | None = None
         self._snapshot = Snapshot(now(), [], None, [], [], None, None, ["not read yet"])
         self._lock = threading.Lock()
+        # One refresh at a time: the background thread and a page that just promoted may
+        # both ask, and two readers of the same new lake file would count it twice.
+        self._refreshing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -165,6 +171,10 @@ class ConsoleState:
 
     def refresh(self) -> Snapshot:
         """Read the store, the active config, new lake files and the replicas now."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> Snapshot:
         errors: list[str] = []
         versions: list[VersionState] = []
         active: dict[str, Any] | None = None
@@ -205,11 +215,15 @@ class ConsoleState:
 
     def config(self, version: str) -> LoadedConfig:
         """Version ``version``'s config, materialised from the store and loaded (cached)."""
-        held = self._loaded.get(version)
+        with self._lock:
+            held = self._loaded.get(version)
         if held is None:
             self.store.version(version)  # an id the store knows, before any path is made of it
             held = load_config(self.store.materialize(version, self.cache))
-            self._loaded[version] = held
+            with self._lock:
+                self._loaded[version] = held
+                while len(self._loaded) > MAX_CONFIGS:  # the oldest loaded first
+                    del self._loaded[next(iter(self._loaded))]
         return held
 
     def _heartbeats(self) -> list[dict[str, Any]]:
