@@ -358,3 +358,14 @@ def test_a_promotion_forgets_replicas_gone_for_a_day(
     assert store.list_json("replicas") == ["recent"]  # seen a second ago: kept
     assert forget_gone_replicas(store, older_than_s=0.0) == ["recent"]
     assert store.list_json("replicas") == []
+
+
+@pytest.mark.parametrize("vid", ["", "..", "../elsewhere", ".hidden", "a/b", "a\\b"])
+def test_a_path_is_never_made_of_something_that_is_not_a_version_id(
+    store: DeploymentStore, tmp_path: Path, vid: str
+) -> None:
+    with pytest.raises(StoreError, match="is not a version id"):
+        store.materialize(vid, tmp_path / "cache")
+    with pytest.raises(StoreError, match="is not a version id"):
+        store.version(vid)
+    assert not (tmp_path / "cache").exists()

@@ -251,8 +251,7 @@ class DeploymentStore:
 
     def version(self, vid: str) -> VersionRecord:
         """The manifest of version ``vid``; :class:`StoreError` naming the known ones if absent."""
-        if "/" in vid or not vid:
-            raise StoreError(f"{vid!r} is not a version id (e.g. v-0123456789abcdef)")
+        _check_id(vid)
         doc = self.read_json("versions", f"{vid}.json")
         if doc is None:
             known = self.list_json("versions")
@@ -278,6 +277,7 @@ class DeploymentStore:
         beside and renamed into place, so a replica killed half-way leaves no half version
         that a later start would trust.
         """
+        _check_id(vid)  # a path is made of it below
         target = cache / vid
         done = target / ".complete"
         if done.is_file():
@@ -379,6 +379,12 @@ class DeploymentStore:
             if doc is not None:
                 out.append(doc)
         return sorted(out, key=lambda d: str(d.get("at", "")))
+
+
+def _check_id(vid: str) -> None:
+    """A version id names one file and one folder: no separator, not hidden, not empty."""
+    if not vid or "/" in vid or "\\" in vid or vid.startswith("."):
+        raise StoreError(f"{vid!r} is not a version id (e.g. v-0123456789abcdef)")
 
 
 def _mkdir(folder: Path, made: set[Path]) -> None:
