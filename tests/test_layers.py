@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "types": 0,
     "fingerprint": 0,
     "resilience": 0,
+    "splits": 1,
     "threads": 0,
     "transforms": 1,
     "routing": 1,
@@ -55,7 +56,7 @@ LAYERS: dict[str, int] = {
 }
 #: Third-party packages the pure core must not import at module level (request path stays lean).
 HEAVY = {"pyarrow", "scipy", "pandas", "starlette", "fastapi", "uvicorn", "yaml", "pydantic"}
-PURE = {"transforms", "routing", "_routing_config", "predictor", "features"}
+PURE = {"transforms", "routing", "_routing_config", "predictor", "features", "splits"}
 
 
 def _modules() -> list[Path]:
