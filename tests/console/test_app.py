@@ -199,3 +199,46 @@ def test_an_open_console_still_refuses_a_form_it_did_not_serve(fleet: Fleet) -> 
         odd = c.get("/promote?version=../../etc")
         assert odd.status_code == 404
         assert "not a version id" in odd.text
+
+
+def test_an_empty_store_fails_closed(tmp_path: Path) -> None:
+    """Before any version is active there are no admin keys to check: nothing is open."""
+    from muse.console import ConsoleState
+    from muse.fleet import DeploymentStore
+
+    state = ConsoleState(DeploymentStore(tmp_path / "store"), tmp_path / "cache", refresh_s=3600)
+    state.refresh()
+    empty = Fleet(tmp_path, state.store, tmp_path / "lake", "", "", state)
+    with client(empty) as c:
+        for path in ("/fleet", "/routing", "/tenants", "/tenants/bank1", "/candidates"):
+            r = c.get(path)
+            assert r.status_code == 503, path
+            assert "Sign-in is unavailable" in r.text
+        assert c.post("/promote", data={"version": "v-1"}).status_code == 503
+        assert c.post("/login", data={"key": "anything"}).status_code == 503
+        assert c.get("/health").json()["status"] == "ok"
+
+
+def test_odd_requests_get_answers_not_server_errors(guarded: Fleet) -> None:
+    with client(guarded) as c:
+        basic = c.get("/fleet", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+        assert basic.url.path == "/login"  # another scheme is no key, not a crash
+        c.post("/login", data={"key": ADMIN_KEY})
+        assert c.get("/promote?version=v-%00x").status_code == 404
+        assert c.get("/tenants?days=abc&page=-3").status_code == 200
+        assert (
+            c.post("/promote", data={"version": guarded.second, "csrf": "ünï"}).status_code == 403
+        )
+
+
+def test_a_rollback_is_refused_when_its_target_changed_since_the_confirmation(
+    guarded: Fleet,
+) -> None:
+    with client(guarded) as c:
+        c.post("/login", data={"key": ADMIN_KEY})
+        confirm = c.get(f"/promote?version={guarded.second}").text
+        token = csrf(confirm)
+        stale = c.post("/rollback", data={"csrf": token, "version": "v-somethingelse"})
+        assert stale.status_code == 409
+        assert "changed meanwhile" in stale.text
+        assert guarded.store.active()["version"] == guarded.first  # type: ignore[index]

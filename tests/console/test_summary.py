@@ -165,3 +165,18 @@ def test_edges_are_sorted_unique_and_hold_every_level_and_threshold(
         assert level_threshold(R, a) in edges
     for t in thresholds:
         assert t in edges
+
+
+def test_a_bad_file_is_skipped_and_said_not_fatal(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    write(lake, rows(1_000, 6))
+    bad = lake / "date=2026-11-19" / "predictor=p1" / "part-0000bad.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not parquet")
+    s = summary(lake)
+    s.refresh()
+    assert str(bad) in s.unreadable
+    assert s.rows_read == 1_000  # the files after it were read
+    write(lake, rows(500, 7, start=1_000))
+    s.refresh()
+    assert s.rows_read == 1_500

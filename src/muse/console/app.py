@@ -39,6 +39,7 @@ from muse.auth import Authenticator
 from muse.console import charts, views
 from muse.console.assets import missing_assets
 from muse.console.state import ConsoleState, Snapshot
+from muse.errors import MuseError
 from muse.fitting.drift import DEFAULT_LEVELS, level_threshold
 from muse.fleet.promotion import promote, rollback
 from muse.fleet.store import StoreError
@@ -87,17 +88,23 @@ def create_app(
 
     # -- sessions --------------------------------------------------------------------
 
-    def authenticator(snap: Snapshot) -> Authenticator:
-        auth = snap.loaded.spec.auth if snap.loaded is not None else None
-        return Authenticator.from_config(auth)
+    def authenticator(snap: Snapshot) -> Authenticator | None:
+        """The active version's admin keys; None until a config was loaded (fail closed:
+        a store that cannot be read never makes the console open)."""
+        return Authenticator.from_config(snap.auth) if snap.auth_known else None
 
     def session(request: Request) -> dict[str, str] | None:
         """The signed-in operator (``who``, ``csrf``), or an open console's anonymous one."""
         snap = state.snapshot()
         auth = authenticator(snap)
+        if auth is None:
+            return None
         if not auth.enabled:
             return {"who": "anyone (auth: none)", "csrf": open_csrf, "open": "1"}
-        key = bearer_key(request.headers.get("authorization", "").encode() or None)
+        try:
+            key = bearer_key(request.headers.get("authorization", "").encode() or None)
+        except MuseError:  # another scheme (a proxy's basic auth): not an API key
+            key = None
         if key is not None:
             if auth.is_admin_digest(hash_api_key(key)):
                 return {"who": f"key {hash_api_key(key)[7:19]}", "csrf": "", "bearer": "1"}
@@ -115,14 +122,16 @@ def create_app(
 
     def page(handler: Callable[[Request, dict[str, str]], Awaitable[Response]]) -> Handler:
         async def guarded(request: Request) -> Response:
+            if authenticator(state.snapshot()) is None:
+                return render(request, None, "error.html", status=503, message=_no_keys(state))
             who = session(request)
             if who is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
             if request.method == "POST" and not who.get("bearer"):
                 form = await request.form()
-                token = str(form.get("csrf", ""))
-                if not who["csrf"] or not hmac.compare_digest(token, who["csrf"]):
+                token = str(form.get("csrf", "")).encode()
+                if not who["csrf"] or not hmac.compare_digest(token, who["csrf"].encode()):
                     return render(request, who, "error.html", status=403, message=(
                         "This form is stale or did not come from this console (CSRF token "
                         "mismatch). Reload the page and try again."
@@ -154,6 +163,8 @@ def create_app(
         key = str(form.get("key", "")).strip()
         nxt = _safe_next(str(form.get("next", "/")))
         auth = authenticator(state.snapshot())
+        if auth is None:
+            return render(request, None, "error.html", status=503, message=_no_keys(state))
         if not auth.enabled:
             return RedirectResponse(nxt, status_code=303)
         if not key or not auth.is_admin_digest(hash_api_key(key)):
@@ -212,6 +223,8 @@ def create_app(
             old = await asyncio.to_thread(state.config, str(active)) if active else None
         except StoreError as e:
             return render(request, who, "error.html", status=404, message=str(e))
+        except MuseError as e:  # published, but it does not load here: say why
+            return render(request, who, "error.html", status=409, message=f"{target}: {e}")
         changes = views.promotion_changes(old, new)
         return render(
             request,
@@ -230,6 +243,12 @@ def create_app(
         by = f"console ({who['who']})"
         try:
             if is_rollback:
+                previous = (state.store.active() or {}).get("previous")
+                if version and version != previous:
+                    return render(request, who, "error.html", status=409, message=(
+                        f"The version to roll back to is now {previous!r}, not {version!r} "
+                        "as confirmed: the active version changed meanwhile. Look again."
+                    ))  # fmt: skip
                 result = await asyncio.to_thread(
                     rollback, state.store, timeout_s=promote_timeout_s, by=by
                 )
@@ -301,8 +320,15 @@ def create_app(
         predictor = request.query_params.get("predictor") or row.predictor
         align, align_spec, rate_spec, per_day = [], None, None, []
         if predictor and snap.summary is not None and predictor in snap.summary.edges and win:
+            # The map served now, as the verdict judges (older maps' rows would blur it).
+            served = row.map_version if predictor == row.predictor else None
             hist = snap.summary.counts(
-                predictor, tenant=tenant, role="live", first=win.first, last=win.last
+                predictor,
+                tenant=tenant,
+                role="live",
+                tq_version=served,
+                first=win.first,
+                last=win.last,
             )
             align = views.alignment(hist, config, predictor)
             if align:
@@ -315,7 +341,11 @@ def create_app(
             thresholds = row.thresholds or {
                 f"R's top {a:.1%}": level_threshold(reference, a) for a in DEFAULT_LEVELS
             }
-            per_day = snap.summary.per_day(predictor, tenant, thresholds)
+            per_day = [
+                d
+                for d in snap.summary.per_day(predictor, tenant, thresholds)
+                if win.first <= d["day"] <= win.last
+            ]
             promised = {name: float(1.0 - reference.cdf([t])[0]) for name, t in thresholds.items()}
             rate_spec = charts.alert_rate_chart(
                 per_day, promised, f"{tenant}: alert rate per day at its thresholds"
@@ -338,7 +368,8 @@ def create_app(
     async def candidates_page(request: Request, who: dict[str, str]) -> Response:
         snap = state.snapshot()
         promotable: dict[str, list[str]] = {}
-        for v in snap.versions:
+        newest = sorted(snap.versions, key=lambda v: v.record.published_at, reverse=True)
+        for v in newest[:PROMOTABLE_VERSIONS]:
             if v.state in ("published", "retired"):
                 try:
                     cfg = await asyncio.to_thread(state.config, v.record.id)
@@ -361,8 +392,9 @@ def create_app(
         return render(request, who, "refresh.html", passes=list(reversed(passes)), last=last)
 
     async def health(request: Request) -> Response:
+        """For probes: alive, and how fresh the snapshot is (its errors only signed in)."""
         snap = state.snapshot()
-        return JSONResponse({"status": "ok", "as_of": snap.at, "errors": snap.errors})
+        return JSONResponse({"status": "ok", "as_of": snap.at, "errors": len(snap.errors)})
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/fleet", status_code=303)
@@ -423,6 +455,20 @@ def _age(seconds: float | None) -> str:
     if seconds < 172_800:
         return f"{seconds / 3600:.0f} h ago"
     return f"{seconds / 86_400:.0f} days ago"
+
+
+#: Published versions the candidates page looks through for one where a candidate is live.
+PROMOTABLE_VERSIONS = 5
+
+
+def _no_keys(state: ConsoleState) -> str:
+    snap = state.snapshot()
+    why = "; ".join(snap.errors) if snap.errors else "no version is active yet"
+    return (
+        "Sign-in is unavailable: operators sign in with the active version's admin keys, and "
+        f"no active version could be read ({why}). Promote one with `muse promote`, or fix "
+        "the store; the console answers again at its next refresh."
+    )
 
 
 def _no_config(snap: Snapshot) -> str:

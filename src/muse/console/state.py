@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from muse.fitting.monitor import threshold_levels
 from muse.fleet.promotion import VersionState, version_states
 from muse.fleet.store import DeploymentStore, StoreError
 from muse.scorelog.reader import LakeReader, Window
+from muse.serving_config import AuthConfig
 
 __all__ = ["CandidateResult", "ConsoleState", "ReplicaProbe", "Snapshot"]
 
@@ -93,6 +95,10 @@ class Snapshot:
     #: the tenants page only renders it.
     tenants: list[views.TenantRow] | None = None
     tenants_window: views.Days | None = None
+    #: The ``auth`` section of the last active config the console could load, and whether
+    #: there was one: sign-in fails closed (503) until then, never open.
+    auth: AuthConfig | str | None = None
+    auth_known: bool = False
 
 
 class ConsoleState:
@@ -117,6 +123,7 @@ class ConsoleState:
         candidates_every_s: float = 60.0,
         candidate_days: int = 7,
         max_candidate_tenants: int = 200,
+        keep_days: int = 92,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -128,11 +135,14 @@ class ConsoleState:
         self.candidates_every_s = candidates_every_s
         self.candidate_days = candidate_days
         self.max_candidate_tenants = max_candidate_tenants
+        self.keep_days = keep_days
         self._candidates: list[CandidateResult] = []
         self._candidates_at: str | None = None
         self._candidates_due = 0.0
         self._candidates_files = -1
-        self._loaded: dict[str, LoadedConfig] = {}
+        self._loaded: OrderedDict[str, LoadedConfig] = OrderedDict()
+        self._auth: AuthConfig | str | None = None
+        self._auth_known = False
         self._summary: LakeSummary | None = None
         self._summary_key: tuple[Any, ...] | None = None
         self._snapshot = Snapshot(now(), [], None, [], [], None, None, ["not read yet"])
@@ -191,6 +201,8 @@ class ConsoleState:
                 loaded = self.config(str(active["version"]))
             except Exception as e:  # shown on the page, not a crash
                 errors.append(f"active version {active.get('version')}: {e}")
+        if loaded is not None:
+            self._auth, self._auth_known = loaded.spec.auth, True
         summary = self._lake_summary(loaded, errors)
         probes = [self._probe(url) for url in self.replicas]
         if loaded is not None and summary is not None:
@@ -208,7 +220,18 @@ class ConsoleState:
             self._candidates_at,
         )
         window = views.last_days(snap, views.DEFAULT_DAYS)
-        snap = replace(snap, tenants=views.tenant_rows(snap, window), tenants_window=window)
+        try:
+            rows: list[views.TenantRow] | None = views.tenant_rows(snap, window)
+        except Exception as e:  # a page computes them again, and says what failed
+            errors.append(f"tenants table: {e}")
+            rows = None
+        snap = replace(
+            snap,
+            tenants=rows,
+            tenants_window=window,
+            auth=self._auth,
+            auth_known=self._auth_known,
+        )
         with self._lock:
             self._snapshot = snap
         return snap
@@ -217,6 +240,8 @@ class ConsoleState:
         """Version ``version``'s config, materialised from the store and loaded (cached)."""
         with self._lock:
             held = self._loaded.get(version)
+            if held is not None:
+                self._loaded.move_to_end(version)  # least recently used goes first
         if held is None:
             self.store.version(version)  # an id the store knows, before any path is made of it
             held = load_config(self.store.materialize(version, self.cache))
@@ -236,8 +261,14 @@ class ConsoleState:
 
     def _lake_summary(self, loaded: LoadedConfig | None, errors: list[str]) -> LakeSummary | None:
         url = self.lake or (loaded.lake_url if loaded is not None else None)
-        if loaded is None or url is None:
-            return self._summary
+        if loaded is None:
+            return self._summary  # the store failed this round: keep the last one
+        if url is None:
+            errors.append(
+                "the active version names no absolute score lake: give muse console --lake"
+            )
+            self._summary, self._summary_key = None, None
+            return None
         binnings = {}
         for name, spec in loaded.spec.predictors.items():
             reference = loaded.references[spec.reference]
@@ -247,15 +278,20 @@ class ConsoleState:
                 thresholds.update(tenant.thresholds.values())
                 levels.update(threshold_levels(tenant.thresholds, reference))
             binnings[name] = Binning(reference, tuple(sorted(levels)), tuple(sorted(thresholds)))
-        key = (url, tuple(sorted((n, repr(b)) for n, b in binnings.items())))
+        # By value (a refitted R with as many knots must not reuse the old edges).
+        key = (url, tuple(sorted(binnings.items(), key=lambda kv: kv[0])))
         if key != self._summary_key:
-            self._summary = LakeSummary(url, binnings)
+            self._summary = LakeSummary(url, binnings, keep_days=self.keep_days)
             self._summary_key = key
         assert self._summary is not None
         try:
             self._summary.refresh()
         except Exception as e:  # an unreadable lake is shown, not fatal
             errors.append(f"score lake {url}: {e}")
+        errors.extend(
+            f"score lake file {path} skipped: {why}"
+            for path, why in list(self._summary.unreadable.items())[-3:]
+        )
         return self._summary
 
     def _compare_candidates(

@@ -154,6 +154,9 @@ class LakeSummary:
         self._root = ""
         self.files_read = 0
         self.rows_read = 0
+        #: Files that could not be summarised (corrupt, another schema, a bad partition),
+        #: with why: skipped, not retried, so one bad file never hides the later ones.
+        self.unreadable: dict[str, str] = {}
 
     # -- reading the lake ---------------------------------------------------------------
 
@@ -167,7 +170,12 @@ class LakeSummary:
             return 0
         new = sorted(p for p in paths if p not in self._seen)
         for path in new:
-            self._read(fs, path)
+            try:
+                self._read(fs, path)
+            except Exception as e:  # any reader error concerns this file only
+                with self._lock:
+                    self._seen.add(path)
+                    self.unreadable[path] = f"{type(e).__name__}: {e}"
         if self.keep_days is not None and new:
             self._age_out()
         return len(new)

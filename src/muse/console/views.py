@@ -56,7 +56,7 @@ def age_s(iso: str | None) -> float | None:
         return None
     try:
         return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
-    except ValueError:
+    except (ValueError, TypeError):  # unreadable, or without a time zone
         return None
 
 

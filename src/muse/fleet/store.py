@@ -27,6 +27,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -381,9 +382,12 @@ class DeploymentStore:
         return sorted(out, key=lambda d: str(d.get("at", "")))
 
 
+_VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def _check_id(vid: str) -> None:
-    """A version id names one file and one folder: no separator, not hidden, not empty."""
-    if not vid or "/" in vid or "\\" in vid or vid.startswith("."):
+    """A version id names one file and one folder: letters, digits, ``._-``, not hidden."""
+    if not isinstance(vid, str) or not _VERSION_ID.fullmatch(vid):
         raise StoreError(f"{vid!r} is not a version id (e.g. v-0123456789abcdef)")
 
 
