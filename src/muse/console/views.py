@@ -136,26 +136,24 @@ class Change:
 def promotion_changes(old: LoadedConfig | None, new: LoadedConfig) -> list[Change]:
     """Every route, predictor and tenant map that differs between ``old`` and ``new``:
     what the confirmation of a promotion or a rollback shows before anything moves."""
-    out: list[Change] = []
-    old_rules = _rules(old) if old is not None else {}
-    new_rules = _rules(new)
-    for key in sorted(set(old_rules) | set(new_rules)):
-        before, after = old_rules.get(key, "—"), new_rules.get(key, "—")
-        if before != after:
-            out.append(Change("route", key, before, after))
-    old_fp = dict(old.fingerprints) if old is not None else {}
-    for name in sorted(set(old_fp) | set(new.fingerprints)):
-        before = old_fp.get(name, "—")
-        after = new.fingerprints.get(name, "—")
-        if before != after:
-            out.append(Change("predictor", name, _short(before), _short(after)))
-    old_maps = _maps(old) if old is not None else {}
-    new_maps = _maps(new)
-    for key in sorted(set(old_maps) | set(new_maps)):
-        before, after = old_maps.get(key, "—"), new_maps.get(key, "—")
-        if before != after:
-            out.append(Change("map", key, before, after))
-    return out
+    sides: list[tuple[str, dict[str, str], dict[str, str]]] = [
+        ("route", _rules(old) if old else {}, _rules(new)),
+        ("predictor", dict(old.fingerprints) if old else {}, dict(new.fingerprints)),
+        ("map", _maps(old) if old else {}, _maps(new)),
+    ]
+    # Fingerprints compare whole and show short.
+    show = {"predictor": _short}
+    return [
+        Change(
+            kind,
+            key,
+            show.get(kind, str)(before.get(key, "—")),
+            show.get(kind, str)(after.get(key, "—")),
+        )
+        for kind, before, after in sides
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
 
 
 def _rules(config: LoadedConfig) -> dict[str, str]:
