@@ -407,7 +407,7 @@ def test_target_key_mixups_get_a_specific_hint() -> None:
         "scoringRules[0].targetPredictorNames",
         "shadowRules[0].targetPredictorName",
     ]
-    assert "exactly one live predictor" in error.issues[0].message
+    assert "one live predictor per event" in error.issues[0].message
     assert "targetPredictorNames: [" in error.issues[1].message
 
 

@@ -13,13 +13,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 from muse.errors import ConfigIssue
+from muse.splits import Arm, Split, default_salt
 
 BLOCK_KEYS = ("scoringRules", "shadowRules")
-SCORING_KEYS = ("description", "condition", "targetPredictorName")
+SCORING_KEYS = ("description", "condition", "targetPredictorName", "targets", "stickyBy", "salt")
+SPLIT_KEYS = ("targets", "stickyBy", "salt")
+ARM_KEYS = ("predictor", "weight")
 SHADOW_KEYS = ("description", "condition", "targetPredictorNames")
 
-#: (description, condition keyed by singular attribute, target) of a scoring rule.
-ScoringFields: TypeAlias = tuple[str | None, dict[str, frozenset[str]], str]
+#: (description, condition keyed by singular attribute, target) of a scoring rule; the
+#: target is one predictor's name, or a :class:`~muse.splits.Split` between several.
+ScoringFields: TypeAlias = tuple[str | None, dict[str, frozenset[str]], str | Split]
 #: (description, condition keyed by singular attribute, targets) of a shadow rule.
 ShadowFields: TypeAlias = tuple[str | None, dict[str, frozenset[str]], tuple[str, ...]]
 
@@ -96,18 +100,112 @@ class Parser:
 
     def scoring_rule(self, path: str, raw: Mapping[str, Any]) -> ScoringFields | None:
         hint = (
-            "a scoring rule picks exactly one live predictor: use targetPredictorName "
-            "(singular); mirror to more predictors with a shadow rule"
+            "a scoring rule picks one live predictor per event: use targetPredictorName "
+            "(singular), or share traffic by weight with targets: [{predictor, weight}, ...]; "
+            "mirror to more predictors with a shadow rule"
         )
         self.unknown_keys(path, raw, SCORING_KEYS, {"targetPredictorNames": hint})
         description = self.description(path, raw)
         condition = self.condition(path, raw)
-        target = None
-        if "targetPredictorName" in raw or "targetPredictorNames" not in raw:
-            target = self.name(f"{path}.targetPredictorName", raw.get("targetPredictorName"))
+        target: str | Split | None = None
+        if "targets" in raw:
+            if "targetPredictorName" in raw:
+                self.issue(
+                    f"{path}.targets",
+                    "a scoring rule has either one live predictor (targetPredictorName) or a "
+                    "split between several (targets), not both; remove one",
+                )
+            else:
+                target = self.split(path, raw)
+        else:
+            for key in ("stickyBy", "salt"):
+                if key in raw:
+                    self.issue(
+                        f"{path}.{key}",
+                        f"{key} belongs to a split: it needs targets: [{{predictor, weight}}, "
+                        "...] in the same rule",
+                    )
+            if "targetPredictorName" in raw or "targetPredictorNames" not in raw:
+                target = self.name(f"{path}.targetPredictorName", raw.get("targetPredictorName"))
         if condition is None or target is None:
             return None
         return description, condition, target
+
+    def split(self, path: str, raw: Mapping[str, Any]) -> Split | None:
+        """``targets: [{predictor, weight}, ...]`` with optional ``stickyBy`` and ``salt``."""
+        where = f"{path}.targets"
+        value = raw["targets"]
+        example = "targets: [{predictor: bank1-v1, weight: 90}, {predictor: bank1-v2, weight: 10}]"
+        if not isinstance(value, list | tuple) or len(value) < 2:
+            got = f"{type(value).__name__} {value!r}"
+            self.issue(where, f"expected a list of at least two arms, e.g. {example}; got {got}")
+            return None
+        arms: list[Arm] = []
+        ok = True
+        for i, item in enumerate(value):
+            arm = self.arm(f"{where}[{i}]", item)
+            if arm is None:
+                ok = False
+            else:
+                arms.append(arm)
+        names = [a.predictor for a in arms]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                ok = False
+                self.issue(
+                    f"{where}[{i}].predictor",
+                    f"predictor {name!r} is already an arm of this split; list each once",
+                )
+        if ok and sum(a.weight for a in arms) <= 0:
+            ok = False
+            self.issue(where, "every weight is 0: give at least one arm a positive weight")
+        sticky = raw.get("stickyBy")
+        if sticky is not None and (not isinstance(sticky, str) or not sticky):
+            ok = False
+            self.issue(
+                f"{path}.stickyBy",
+                "expected the name of an intent attribute or a request feature that identifies "
+                f"the entity (e.g. card_id), got {type(sticky).__name__} {sticky!r}",
+            )
+        salt = raw.get("salt")
+        if salt is not None and not isinstance(salt, str):
+            ok = False
+            self.issue(
+                f"{path}.salt",
+                f"expected a string (any text naming the experiment), got "
+                f"{type(salt).__name__} {salt!r}; quote it",
+            )
+        if not ok:
+            return None
+        return Split(tuple(arms), sticky, default_salt(arms) if salt is None else salt)
+
+    def arm(self, path: str, item: object) -> Arm | None:
+        if not isinstance(item, Mapping):
+            self.issue(
+                path,
+                f"expected an arm {{predictor: NAME, weight: NUMBER}}, got "
+                f"{type(item).__name__} {item!r}",
+            )
+            return None
+        self.unknown_keys(path, item, ARM_KEYS)
+        name = self.name(f"{path}.predictor", item.get("predictor"))
+        weight = item.get("weight")
+        if weight is None:
+            self.issue(f"{path}.weight", "missing; expected a number >= 0 (shares are w / total)")
+            return None
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not (0 <= weight < float("inf"))
+        ):
+            self.issue(
+                f"{path}.weight",
+                f"expected a finite number >= 0, got {type(weight).__name__} {weight!r}",
+            )
+            return None
+        if name is None:
+            return None
+        return Arm(name, float(weight))
 
     def shadow_rule(self, path: str, raw: Mapping[str, Any]) -> ShadowFields | None:
         hint = "a shadow rule mirrors to a list of predictors: use targetPredictorNames: [...]"

@@ -56,6 +56,7 @@ from muse.schema import (
 )
 from muse.scorefiles import parse_score_file
 from muse.serving_config import AuthConfig, LakeConfig, ServerConfig
+from muse.splits import Split
 from muse.transforms.reference import Reference
 
 __all__ = [
@@ -248,6 +249,8 @@ class _Loader:
         # Targets are checked on the raw block, so a syntax problem elsewhere in the routing
         # (which leaves no router) does not hide unknown predictors.
         self._routing_targets(raw.get("routing"), _section_names(raw.get("predictors")))
+        if router is not None:
+            self._split_references(router, entries["predictors"])
 
         if self.issues:
             raise ConfigError(self.issues, source=str(self.path))
@@ -454,6 +457,13 @@ class _Loader:
             for i, rule in enumerate(rules):
                 if not isinstance(rule, dict):
                     continue
+                arms = rule.get("targets") if key == "scoringRules" else None
+                if isinstance(arms, list):
+                    for j, arm in enumerate(arms):
+                        if isinstance(arm, dict):
+                            check(
+                                f"routing.{key}[{i}].targets[{j}].predictor", arm.get("predictor")
+                            )
                 where = f"routing.{key}[{i}].{field_name}"
                 targets = rule.get(field_name)
                 if isinstance(targets, list):
@@ -461,6 +471,24 @@ class _Loader:
                         check(f"{where}[{j}]", target)
                 else:
                     check(where, targets)
+
+    def _split_references(self, router: Router, predictors: Mapping[str, Any]) -> None:
+        """Every arm of a split maps onto one reference R: that is what keeps a tenant's
+        thresholds valid whichever arm scores its events."""
+        for i, rule in enumerate(router.scoring_rules):
+            if not isinstance(rule.target, Split):
+                continue
+            refs = {
+                p: getattr(predictors.get(p), "reference", None)
+                for p in rule.predictors
+                if p in predictors
+            }
+            if len(set(refs.values())) > 1:
+                self.issue(
+                    f"routing.scoringRules[{i}].targets",
+                    "the arms of a split must map onto the same reference, so a tenant's "
+                    f"thresholds hold whichever arm scores an event; got {refs}",
+                )
 
     def _references(self, specs: Mapping[str, ReferenceConfig]) -> dict[str, Reference]:
         out: dict[str, Reference] = {}

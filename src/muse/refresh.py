@@ -331,7 +331,7 @@ def _absolute_lake(loaded: LoadedConfig) -> str:
 def _predictors(loaded: LoadedConfig, only: Sequence[str] | None) -> list[str]:
     """The predictors routing sends traffic to, live or in shadow (or those asked for)."""
     routed = sorted(
-        {rule.target for rule in loaded.router.scoring_rules}
+        {p for rule in loaded.router.scoring_rules for p in rule.predictors}
         | {p for rule in loaded.router.shadow_rules for p in rule.targets}
     )
     if only is None:

@@ -34,6 +34,7 @@ from typing import Any, TypeAlias
 
 from muse._routing_config import NO_SCORING_RULES, Parser, suggest
 from muse.errors import ConfigError, ConfigIssue, IntentError, NoRouteError
+from muse.splits import Split
 from muse.types import Intent
 
 __all__ = [
@@ -93,15 +94,23 @@ class ScoringRule:
     """A Figure 2 scoring rule: intents matching ``condition`` are served by ``target``.
 
     ``condition`` is keyed by the *singular* attribute (``tenant``) and is an immutable
-    mapping to the accepted values; ``{}`` matches every intent.
+    mapping to the accepted values; ``{}`` matches every intent. ``target`` is one
+    predictor's name, or a :class:`~muse.splits.Split` sharing the rule's events between
+    several predictors by weight (a canary), each event's arm chosen by its entity key.
     """
 
     description: str | None
     condition: Condition
-    target: str
+    target: str | Split
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition", _freeze_condition(self.condition))
+
+    @property
+    def predictors(self) -> tuple[str, ...]:
+        """Every predictor that may serve this rule's events live (each arm of a split)."""
+        t = self.target
+        return (t,) if isinstance(t, str) else tuple(a.predictor for a in t.arms)
 
     def __hash__(self) -> int:
         return hash((self.description, frozenset(self.condition.items()), self.target))
@@ -139,11 +148,29 @@ class Route:
     ``rule`` is the description of the scoring rule that matched (``None`` if it has
     none), so every score can be audited back to the rule that chose its predictor.
     Instances are shared between calls; they are immutable so that is safe.
+
+    When the rule is a canary ``split``, which arm answers depends on the event's entity
+    key, not on the intent alone: ``live`` is then the first arm (the control) and
+    :meth:`live_for` the predictor of one key; code that handles every live predictor
+    iterates :attr:`predictors`. ``shadows`` may then name an arm: an event is never
+    mirrored to the arm that serves it (the scoring pass skips it), and is to the others.
     """
 
     live: str
     shadows: tuple[str, ...]
     rule: str | None
+    split: Split | None = None
+
+    @property
+    def predictors(self) -> tuple[str, ...]:
+        """Every predictor that may answer this intent live."""
+        if self.split is None:
+            return (self.live,)
+        return tuple(a.predictor for a in self.split.arms)
+
+    def live_for(self, key: str) -> str:
+        """The live predictor of an event whose entity key (or event id) is ``key``."""
+        return self.live if self.split is None else self.split.predictor_for(key)
 
 
 # One candidate in a precomputed list: the checks still to run (the indexed tenant test
@@ -199,7 +226,8 @@ class Router:
         if issues:
             raise ConfigError(issues)
         self._predictors = frozenset(
-            [r.target for r in self._scoring] + [t for r in self._shadow for t in r.targets]
+            [p for r in self._scoring for p in r.predictors]
+            + [t for r in self._shadow for t in r.targets]
         )
         self._buckets, self._default = _build_index(self._scoring, self._shadow)
 
@@ -238,7 +266,7 @@ class Router:
                 {
                     **_description(r.description),
                     "condition": _condition_config(r.condition),
-                    "targetPredictorName": r.target,
+                    **_target_config(r.target),
                 }
                 for r in self._scoring
             ],
@@ -266,6 +294,20 @@ class Router:
     def shadow_rules(self) -> tuple[ShadowRule, ...]:
         """Shadow rules in config order (the order shadow predictors are listed in)."""
         return self._shadow
+
+    @property
+    def splits(self) -> tuple[Split, ...]:
+        """The canary splits of the scoring rules, in rule order."""
+        return tuple(r.target for r in self._scoring if isinstance(r.target, Split))
+
+    def sticky_keys(self) -> frozenset[str]:
+        """Names the splits are sticky by that are not intent attributes: request features
+        (a request may carry them although no model uses them)."""
+        return frozenset(
+            s.sticky_by
+            for s in self.splits
+            if s.sticky_by is not None and s.sticky_by not in self._attribute_set
+        )
 
     def predictor_names(self) -> frozenset[str]:
         """Every predictor any rule targets, so a config can check each one is defined."""
@@ -321,7 +363,12 @@ class Router:
                         f"expected a non-empty set of non-empty strings, got {set(values)!r}",
                     )
                 )
-        targets = (rule.target,) if isinstance(rule, ScoringRule) else rule.targets
+        targets: tuple[object, ...]
+        if isinstance(rule, ScoringRule):
+            t = rule.target
+            targets = tuple(a.predictor for a in t.arms) if isinstance(t, Split) else (t,)
+        else:
+            targets = rule.targets
         if not targets or not all(isinstance(t, str) and t for t in targets):
             issues.append(
                 ConfigIssue(path, f"expected non-empty predictor name(s), got {targets!r}")
@@ -349,7 +396,7 @@ class Router:
 
 def _with_shadows(intent: Intent, route: Route, shadow: tuple[_ShadowEntry, ...]) -> Route:
     """``route`` plus the shadow predictors of every matching rule (intent-dependent case)."""
-    live = route.live
+    live = route.live if route.split is None else None
     found: list[str] = []
     for checks, targets in shadow:
         for attribute, allowed in checks:
@@ -359,7 +406,7 @@ def _with_shadows(intent: Intent, route: Route, shadow: tuple[_ShadowEntry, ...]
             for target in targets:
                 if target != live and target not in found:
                     found.append(target)
-    return Route(live, tuple(found), route.rule) if found else route
+    return Route(route.live, tuple(found), route.rule, route.split) if found else route
 
 
 def _build_index(
@@ -384,10 +431,15 @@ def _build_index(
     def route_for(i: int, shadows: tuple[str, ...]) -> Route:
         key = (i, shadows)
         if key not in routes:
-            live = scoring[i].target
-            routes[key] = Route(
-                live, tuple(s for s in shadows if s != live), scoring[i].description
-            )
+            target = scoring[i].target
+            if isinstance(target, Split):  # the scoring pass drops each event's own arm
+                routes[key] = Route(
+                    target.arms[0].predictor, shadows, scoring[i].description, target
+                )
+            else:
+                routes[key] = Route(
+                    target, tuple(s for s in shadows if s != target), scoring[i].description
+                )
         return routes[key]
 
     def bucket(sc_own: Sequence[int], sh_own: Sequence[int]) -> _Bucket:
@@ -455,6 +507,16 @@ def _check_attributes(attributes: Iterable[str]) -> tuple[str, ...]:
     if issues:
         raise ConfigError([ConfigIssue("", m) for m in issues])
     return attrs
+
+
+def _target_config(target: str | Split) -> dict[str, Any]:
+    if isinstance(target, str):
+        return {"targetPredictorName": target}
+    return {
+        "targets": [{"predictor": a.predictor, "weight": a.weight} for a in target.arms],
+        **({} if target.sticky_by is None else {"stickyBy": target.sticky_by}),
+        "salt": target.salt,
+    }
 
 
 def _description(description: str | None) -> dict[str, str]:

@@ -12,6 +12,7 @@ the client has its answer. :func:`score_batch` and :func:`score_live` drive a pa
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -25,6 +26,7 @@ from muse.featurestore.store import Enrichment, Need
 from muse.predictor import PredictorResult
 from muse.routing import Route
 from muse.snapshot import Snapshot
+from muse.splits import Split, key_text
 from muse.transforms._checks import as_scores
 from muse.types import Intent, ScoreArray
 
@@ -65,7 +67,8 @@ class ScoreResult(NamedTuple):
     """The outcome for one event: the live score (what the client gets) and the shadows.
 
     ``shadow_errors`` maps a shadow predictor that could not score this event to why; a
-    shadow failure never fails the event (ARCHITECTURE invariant 3).
+    shadow failure never fails the event (ARCHITECTURE invariant 3). ``arm`` is the live
+    predictor when a canary split chose it (the event's arm), else None.
     """
 
     event_id: str | None
@@ -74,6 +77,7 @@ class ScoreResult(NamedTuple):
     shadows: tuple[PredictorScore, ...]
     shadow_errors: Mapping[str, str]
     config_version: str
+    arm: str | None = None
 
     @property
     def score(self) -> float:
@@ -316,10 +320,23 @@ class Plan:
     shadow_groups: dict[tuple[str, str], list[int]]
     live_model_events: dict[str, np.ndarray]
     _model_events: dict[str, np.ndarray]
+    #: Event index → its arm, for events a canary split routed (most batches: empty).
+    arms: dict[int, str]
 
     @classmethod
-    def build(cls, snap: Snapshot, intents: Sequence[Intent], shadows: bool) -> Plan:
+    def build(
+        cls,
+        snap: Snapshot,
+        intents: Sequence[Intent],
+        shadows: bool,
+        table: FeatureTable | None = None,
+        event_ids: Sequence[str] | None = None,
+    ) -> Plan:
+        """Route every event; a split's events get their arm from their entity key, which
+        is the split's ``sticky_by`` intent attribute, else that request feature in
+        ``table``, else the event id (see :mod:`muse.splits`)."""
         routes: list[Route] = []
+        arms: dict[int, str] = {}
         tenants: list[str] = []
         clean: list[Intent] = []
         cache: dict[tuple[tuple[str, str], ...], Route] = {}
@@ -356,10 +373,18 @@ class Plan:
             routes.append(route)
             tenants.append(tenant)
             clean.append(intent)
-            live_groups.setdefault((route.live, tenant), []).append(i)
+            if route.split is None:
+                live_groups.setdefault((route.live, tenant), []).append(i)
+                if shadows:
+                    for s in route.shadows:
+                        shadow_groups.setdefault((s, tenant), []).append(i)
+                continue
+            live = arms[i] = route.live_for(_entity_key(route.split, intent, table, event_ids, i))
+            live_groups.setdefault((live, tenant), []).append(i)
             if shadows:
                 for s in route.shadows:
-                    shadow_groups.setdefault((s, tenant), []).append(i)
+                    if s != live:  # never mirrored to the arm that serves it
+                        shadow_groups.setdefault((s, tenant), []).append(i)
         live_models: dict[str, set[int]] = {}
         all_models: dict[str, set[int]] = {}
         for groups, target in ((live_groups, live_models), (shadow_groups, None)):
@@ -379,6 +404,7 @@ class Plan:
                 m: np.array(sorted(s), dtype=np.intp) for m, s in live_models.items()
             },
             _model_events={m: np.array(sorted(s), dtype=np.intp) for m, s in all_models.items()},
+            arms=arms,
         )
 
     def model_events(self) -> dict[str, np.ndarray]:
@@ -440,6 +466,7 @@ class Plan:
     ) -> list[ScoreResult]:
         """One :class:`ScoreResult` per event, shadows in route order."""
         version = snap.version
+        arms = self.arms
         out: list[ScoreResult] = []
         for i in range(self.n):
             mine = shadow.scores.get(i, ())
@@ -454,12 +481,37 @@ class Plan:
                     shadows=tuple(mine),
                     shadow_errors=shadow.errors.get(i, _NO_ERRORS),
                     config_version=version,
+                    arm=arms.get(i) if arms else None,
                 )
             )
         return out
 
 
 _NO_ERRORS: Mapping[str, str] = MappingProxyType({})
+
+
+def _entity_key(
+    split: Split,
+    intent: Intent,
+    table: FeatureTable | None,
+    event_ids: Sequence[str] | None,
+    i: int,
+) -> str:
+    """The text event ``i`` is assigned an arm by: its sticky intent attribute, else its
+    sticky request feature, else its event id; an event with none of them (a library
+    call without ids) is assigned at random — it has no identity to keep."""
+    name = split.sticky_by
+    if name is not None:
+        value = intent.get(name)
+        if value:
+            return value
+        if table is not None and name in table:
+            key = key_text(table[name][i])
+            if key is not None:
+                return key
+    if event_ids is not None:
+        return str(event_ids[i])
+    return f"random:{random.getrandbits(64)}"
 
 
 def _per_event(res: PredictorResult, role: str) -> list[PredictorScore]:
@@ -559,4 +611,4 @@ def _prepare(
             f"unknown feature(s) {sorted(unknown)}: no model of this deployment uses them",
             feature=sorted(unknown)[0],
         )
-    return table, Plan.build(snap, intents, shadows)
+    return table, Plan.build(snap, intents, shadows, table, event_ids)

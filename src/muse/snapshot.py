@@ -38,7 +38,8 @@ class Snapshot:
     #: a deployment store's version id (``v-…``), so responses and lake rows name exactly
     #: what ``muse promote`` moved, even when two bundles share a config ``version``.
     label: str | None = None
-    #: Features a request may carry: every model's, and entity-key parts sent as features.
+    #: Features a request may carry: every model's, entity-key parts sent as features, and
+    #: the request features canary splits are sticky by.
     known_features: frozenset[str] = field(init=False)
     #: Store-provided features some model needs: a request carrying all of them skips the store.
     store_features: tuple[str, ...] = field(init=False)
@@ -52,7 +53,8 @@ class Snapshot:
         used = frozenset(f for b in self.backends.values() for f in b.feature_names)
         keys = self.store.key_features if self.store is not None else ()
         provided = self.store.provides if self.store is not None else frozenset()
-        object.__setattr__(self, "known_features", used | frozenset(keys))
+        sticky = self.router.sticky_keys()
+        object.__setattr__(self, "known_features", used | frozenset(keys) | sticky)
         object.__setattr__(self, "store_features", tuple(sorted(used & provided)))
         object.__setattr__(
             self,

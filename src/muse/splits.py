@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BUCKETS", "Arm", "Split", "bucket_of"]
+__all__ = ["BUCKETS", "Arm", "Split", "bucket_of", "default_salt", "key_text"]
 
 #: Granularity of a split: weights are honoured to 0.01 %.
 BUCKETS = 10_000
@@ -46,6 +46,35 @@ def bucket_of(key: str, salt: str = "") -> int:
     """The bucket of ``key`` in a split salted with ``salt``: the same on every machine."""
     digest = hashlib.blake2b(f"{salt}\0{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % BUCKETS
+
+
+def default_salt(arms: Sequence[Arm]) -> str:
+    """The salt of a split that names none: its predictors, sorted, joined by ``+``.
+
+    Stable when weights change (the point of a sticky split) and when arms are listed in
+    another order; a new candidate makes a new experiment, with its own shuffle.
+    """
+    return "+".join(sorted(a.predictor for a in arms))
+
+
+def key_text(value: object) -> str | None:
+    """The text an entity key is hashed as, or None when the event has no usable key.
+
+    Intent attributes are strings already. Request features arrive as float64 (the
+    feature table's type), so a card number sent as ``4242`` or ``"4242"`` or ``4242.0``
+    must hash alike: an integral value is written without a fraction, any other with
+    ``repr``; NaN (the feature was not sent) is no key.
+    """
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        return None
+    v = float(value)
+    if v != v:
+        return None
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
 
 
 @dataclass(frozen=True, slots=True)

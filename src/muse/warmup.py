@@ -181,8 +181,9 @@ def warm_up(snapshot: Snapshot, n_events: int) -> WarmUpReport:
 def _library_pass(snapshot: Snapshot, request: WarmUpRequest) -> list[LiveOutcome]:
     if request.single:
         return [
-            score_live(snapshot, [intent], FeatureTable.from_row(row), event_ids=["warm-up"])
-            for intent, row in zip(request.intents, request.features, strict=True)
+            # Distinct ids, as the HTTP warm-up sends: a canary split's arms each get some.
+            score_live(snapshot, [intent], FeatureTable.from_row(row), event_ids=[f"warm-up-{i}"])
+            for i, (intent, row) in enumerate(zip(request.intents, request.features, strict=True))
         ]
     table = FeatureTable.from_rows(list(request.features))
     ids = [f"warm-up-{i}" for i in range(request.n_events)]

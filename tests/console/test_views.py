@@ -110,3 +110,34 @@ def test_concurrent_refreshes_count_every_lake_file_once(fleet: Fleet) -> None:
     summary = state.snapshot().summary
     assert summary is not None
     assert summary.rows_read == fleet.state.snapshot().summary.rows_read  # type: ignore[union-attr]
+
+
+def test_a_split_is_shown_as_its_arms(fleet: Fleet) -> None:
+    """The routing page, the intent tester and a promotion's changes name every arm."""
+    import dataclasses
+
+    from muse.routing import Router
+
+    old = fleet.state.config(fleet.first)
+    block = old.router.to_config()
+    block["scoringRules"][-1] = {
+        "condition": {},
+        "targets": [
+            {"predictor": "single-v1", "weight": 3},
+            {"predictor": "ensemble-v1", "weight": 1},
+        ],
+        "stickyBy": "card_id",
+    }
+    router = Router.from_config(block, attributes=old.router.attributes)
+    new = dataclasses.replace(old, router=router)
+    page = views.routing(new)
+    assert page["scoring"][-1]["target"] == (
+        "split: single-v1 75%, ensemble-v1 25% (sticky by card_id)"
+    )
+    tested = views.route_intent(new, {"tenant": "fintech3"})
+    assert tested["live"] == "split by card_id: single-v1 75%, ensemble-v1 25%"
+    changes = {(c.kind, c.name): c.after for c in views.promotion_changes(old, new)}
+    assert any(
+        kind == "route" and "split: single-v1 75%" in str(after)
+        for (kind, _), after in changes.items()
+    ), changes

@@ -167,7 +167,9 @@ def test_a_prepared_version_is_released_when_another_replica_refuses(
             while not stop.is_set() and time.monotonic() < deadline:
                 heartbeat(store, "sick", None)
                 pending = pending_promotion(store)
-                if pending is not None:
+                # Refuse once r1 has prepared (what this test is about): refusing first
+                # would end the promotion before r1 had anything to release.
+                if pending is not None and rec.prepared:
                     answer(store, pending["id"], "sick", "refused", "disk full")
                 stop.wait(0.05)
 

@@ -77,15 +77,44 @@ def validate(config: ConfigArg) -> None:
 
 
 @app.command()
-def route(config: ConfigArg, intent: IntentOpt) -> None:
-    """Show which predictor serves an intent and which shadow it."""
+def route(
+    config: ConfigArg,
+    intent: IntentOpt,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="For a canary split: the event's entity key (its stickyBy value) or event "
+            "id, to show which arm serves it."
+        ),
+    ] = None,
+) -> None:
+    """Show which predictor serves an intent and which shadow it.
+
+    A rule that splits traffic prints its arms; the live predictor is then the arm of
+    ``--key``, or of the intent's own stickyBy attribute, else null (it depends on the event).
+    """
     from muse.config import load_config
 
     try:
-        r = load_config(config).router.route(_parse_intent(intent))
+        parsed = _parse_intent(intent)
+        r = load_config(config).router.route(parsed)
     except MuseError as e:
         fail(str(e))
-    out.print_json(json.dumps({"live": r.live, "shadows": list(r.shadows), "rule": r.rule}))
+    doc: dict[str, Any] = {"live": r.live, "shadows": list(r.shadows), "rule": r.rule}
+    if r.split is not None:
+        sticky = r.split.sticky_by
+        key = key if key is not None else (parsed.get(sticky) if sticky is not None else None)
+        doc["live"] = None if key is None else r.live_for(key)
+        doc["shadows"] = [s for s in r.shadows if s != doc["live"]]
+        doc["split"] = {
+            "arms": [
+                {"predictor": a.predictor, "weight": a.weight, "share": share}
+                for a, share in zip(r.split.arms, r.split.shares, strict=True)
+            ],
+            "stickyBy": sticky,
+            "salt": r.split.salt,
+        }
+    out.print_json(json.dumps(doc))
 
 
 @app.command()
@@ -118,7 +147,7 @@ def score(
             "tq_version": s.tq_version,
         }
 
-    doc = {
+    doc: dict[str, Any] = {
         "event_id": result.event_id,
         "score": result.score,
         "config_version": result.config_version,
@@ -126,6 +155,8 @@ def score(
         "shadows": [row(s) for s in result.shadows],
         "shadow_errors": dict(result.shadow_errors),
     }
+    if result.arm is not None:
+        doc["arm"] = result.arm
     out.print_json(json.dumps(doc))
 
 

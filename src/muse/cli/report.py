@@ -22,6 +22,7 @@ from muse.errors import MuseError
 
 if TYPE_CHECKING:
     from muse.config import LoadedConfig
+    from muse.evaluation.compare import Comparison
     from muse.evaluation.render import Report
     from muse.scorelog import LakeReader, Window
 
@@ -193,15 +194,42 @@ def compare(
     until: UntilOpt = None,
     out_dir: OutOpt = None,
     lake: LakeOpt = None,
+    arms: Annotated[
+        bool,
+        typer.Option(
+            "--arms",
+            help="Compare two arms of a canary split, each on the events it served "
+            "(--live: the control arm) instead of a shadow on live's events.",
+        ),
+    ] = False,
 ) -> None:
     """The model-CI gate: candidate vs live on the same events, at the tenant's thresholds,
-    against the limits in the config's `model_ci`. Exit 1 when a check fails."""
+    against the limits in the config's `model_ci`. Exit 1 when a check fails.
+
+    With --arms, the two arms of a canary split on their own events (no pairs: alert rates,
+    alignment to R and, with labels, ranking per arm)."""
     from muse.evaluation.compare import assign_actions
-    from muse.evaluation.render import Report, comparison_table, plot_alignment
-    from muse.evaluation.reports import compare_report
+    from muse.evaluation.reports import arms_report, compare_report
 
     loaded = load_lenient(config, live, candidate)
     window = _window(since, until)
+    if arms:
+        try:
+            with _open(loaded, config, lake, labels) as reader:
+                split = arms_report(
+                    loaded, reader, live, candidate, tenant,
+                    window=window, with_labels=labels is not None,
+                )  # fmt: skip
+        except (MuseError, ValueError, OSError) as e:
+            fail(str(e))
+        _emit_comparison(
+            split.comparison,
+            f"Canary arms — {candidate} vs {live} for {tenant}",
+            f"{split.comparison.live_n:,} events in {live}'s arm, {split.comparison.n:,} in "
+            f"{candidate}'s",
+            out_dir,
+        )
+        return
     try:
         with _open(loaded, config, lake, labels) as reader:
             found = compare_report(
@@ -216,30 +244,42 @@ def compare(
     except (MuseError, ValueError, OSError) as e:
         fail(str(e))
     result = found.comparison
-    thresholds = result.thresholds
-    report = Report(f"Model CI — {candidate} vs {live} for {tenant}")
-    report.notes.append(
-        f"{result.n:,} paired events; candidate T^Q {', '.join(found.candidate_versions)}; "
-        "thresholds "
-        + (", ".join(f"{k} >= {v:g}" for k, v in thresholds.items()) or "none declared")
-    )
-    figure = None
     if out_dir is not None:
-        plot_alignment(
-            {live: result.live_alignment, candidate: result.candidate_alignment},
-            out_dir / "alignment.png",
-            title=f"tenant {tenant}",
-        )
-        figure = "alignment.png"
         a, b = found.live_scores, found.candidate_scores
         _write_events(
             out_dir / "events.csv",
             found.event_ids,
             a,
             b,
-            assign_actions(a, thresholds),
-            assign_actions(b, thresholds),
+            assign_actions(a, result.thresholds),
+            assign_actions(b, result.thresholds),
         )
+    _emit_comparison(
+        result,
+        f"Model CI — {candidate} vs {live} for {tenant}",
+        f"{result.n:,} paired events; candidate T^Q {', '.join(found.candidate_versions)}",
+        out_dir,
+    )
+
+
+def _emit_comparison(result: Comparison, title: str, note: str, out_dir: Path | None) -> None:
+    """Print (and with ``out_dir`` write) a gate's table and verdict; exit 1 if it failed."""
+    from muse.evaluation.render import Report, comparison_table, plot_alignment
+
+    thresholds = result.thresholds
+    report = Report(title)
+    report.notes.append(
+        f"{note}; thresholds "
+        + (", ".join(f"{k} >= {v:g}" for k, v in thresholds.items()) or "none declared")
+    )
+    figure = None
+    if out_dir is not None:
+        plot_alignment(
+            {result.live: result.live_alignment, result.candidate: result.candidate_alignment},
+            out_dir / "alignment.png",
+            title=f"tenant {result.tenant}",
+        )
+        figure = "alignment.png"
     header, rows = comparison_table(result)
     report.add("happy path", header, rows, figure)
     verdict = (

@@ -375,7 +375,7 @@ def create_app(
                     cfg = await asyncio.to_thread(state.config, v.record.id)
                 except Exception:  # an unreadable version offers no promotion
                     continue
-                for predictor in {r.target for r in cfg.router.scoring_rules}:
+                for predictor in {p for r in cfg.router.scoring_rules for p in r.predictors}:
                     promotable.setdefault(predictor, []).append(v.record.id)
         return render(
             request, who, "candidates.html", results=snap.candidates, promotable=promotable

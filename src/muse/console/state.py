@@ -34,12 +34,13 @@ from muse.console import views
 from muse.console.summary import Binning, LakeSummary
 from muse.errors import MuseError
 from muse.evaluation.compare import Comparison
-from muse.evaluation.reports import compare_report
+from muse.evaluation.reports import arms_report, compare_report
 from muse.fitting.monitor import threshold_levels
 from muse.fleet.promotion import VersionState, version_states
 from muse.fleet.store import DeploymentStore, StoreError
 from muse.scorelog.reader import LakeReader, Window
 from muse.serving_config import AuthConfig
+from muse.splits import Split
 
 __all__ = ["CandidateResult", "ConsoleState", "ReplicaProbe", "Snapshot"]
 
@@ -66,13 +67,15 @@ class ReplicaProbe:
 
 @dataclass(frozen=True, slots=True)
 class CandidateResult:
-    """The model-CI gate for one (candidate, tenant) on the events both scored, or why not."""
+    """The model-CI gate for one (candidate, tenant) on the events both scored, or why not;
+    for a canary split's arm (``arm``), against the control arm, each on its own events."""
 
     candidate: str
     live: str
     tenant: str
     comparison: Comparison | None
     error: str | None = None
+    arm: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +319,7 @@ class ConsoleState:
         by_candidate: dict[str, list[tuple[int, str]]] = {}
         for (tenant, predictor), row in shadowed.items():
             by_candidate.setdefault(predictor, []).append((row["events"], tenant))
+        served = summary.totals(role="live", first=first, last=span[1])
         results = []
         url = summary.url
         try:
@@ -326,6 +330,29 @@ class ConsoleState:
                         results.append(
                             self._compare(loaded, reader, candidate, tenant, window, self.labels)
                         )
+                # Each canary arm against its split's first arm (the control), on the
+                # tenants the split routes that the arm served most.
+                for split in loaded.router.splits:
+                    control = split.arms[0].predictor
+                    for arm in split.arms[1:]:
+                        tenants = [
+                            (r["events"], t)
+                            for (t, p), r in served.items()
+                            if p == arm.predictor and _split_of(loaded, t) == split
+                        ]
+                        busiest = sorted(tenants, reverse=True)[: self.max_candidate_tenants]
+                        for _, tenant in sorted(busiest, key=lambda t: t[1]):
+                            results.append(
+                                self._compare_arm(
+                                    loaded,
+                                    reader,
+                                    control,
+                                    arm.predictor,
+                                    tenant,
+                                    window,
+                                    self.labels,
+                                )
+                            )
         except Exception as e:  # shown on the page
             errors.append(f"candidate comparisons: {e}")
             return
@@ -355,6 +382,24 @@ class ConsoleState:
             return CandidateResult(candidate, live, tenant, None, str(e))
         return CandidateResult(candidate, live, tenant, report.comparison)
 
+    @staticmethod
+    def _compare_arm(
+        loaded: LoadedConfig,
+        reader: LakeReader,
+        control: str,
+        arm: str,
+        tenant: str,
+        window: Window,
+        labels: str | None,
+    ) -> CandidateResult:
+        try:
+            report = arms_report(
+                loaded, reader, control, arm, tenant, window=window, with_labels=bool(labels)
+            )
+        except MuseError as e:
+            return CandidateResult(arm, control, tenant, None, str(e), arm=True)
+        return CandidateResult(arm, control, tenant, report.comparison, arm=True)
+
     def _probe(self, url: str) -> ReplicaProbe:
         headers = (
             {} if self.replica_key is None else {"Authorization": f"Bearer {self.replica_key}"}
@@ -382,3 +427,11 @@ class ConsoleState:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _split_of(loaded: LoadedConfig, tenant: str) -> Split | None:
+    """The split a tenant's events are routed by (None: one live predictor, or no route)."""
+    try:
+        return loaded.router.route({"tenant": tenant}).split
+    except MuseError:
+        return None

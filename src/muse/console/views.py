@@ -161,7 +161,9 @@ def _rules(config: LoadedConfig) -> dict[str, str]:
     out = {}
     for i, rule in enumerate(doc.get("scoringRules", [])):
         name = f"scoring #{i + 1} {rule.get('description') or ''}".strip()
-        out[name] = f"{_condition(rule.get('condition'))} → {rule.get('targetPredictorName')}"
+        out[name] = (
+            f"{_condition(rule.get('condition'))} → {rule.get('targetPredictorName') or _split_text(rule)}"
+        )
     for i, rule in enumerate(doc.get("shadowRules", [])):
         name = f"shadow #{i + 1} {rule.get('description') or ''}".strip()
         targets = ", ".join(rule.get("targetPredictorNames", []))
@@ -200,7 +202,7 @@ def routing(config: LoadedConfig) -> dict[str, Any]:
                 "n": i + 1,
                 "description": rule.get("description") or "",
                 "condition": _condition(rule.get("condition")),
-                "target": rule.get("targetPredictorName"),
+                "target": rule.get("targetPredictorName") or _split_text(rule),
             }
             for i, rule in enumerate(doc.get("scoringRules", []))
         ],
@@ -225,12 +227,32 @@ def route_intent(config: LoadedConfig, intent: Mapping[str, str]) -> dict[str, A
         route = config.router.route(clean)
     except MuseError as e:
         return {"intent": clean, "error": str(e)}
+    if route.split is not None:
+        arms = ", ".join(
+            f"{a.predictor} {share:.0%}"
+            for a, share in zip(route.split.arms, route.split.shares, strict=True)
+        )
+        by = route.split.sticky_by or "event id"
+        return {
+            "intent": clean,
+            "live": f"split by {by}: {arms}",
+            "shadows": list(route.shadows),
+            "rule": route.rule,
+        }
     return {
         "intent": clean,
         "live": route.live,
         "shadows": list(route.shadows),
         "rule": route.rule,
     }
+
+
+def _split_text(rule: Mapping[str, Any]) -> str:
+    """A split rule's target as one line: each arm with its share, and what it sticks by."""
+    arms = rule.get("targets") or []
+    total = sum(float(a["weight"]) for a in arms) or 1.0
+    text = ", ".join(f"{a['predictor']} {float(a['weight']) / total:.0%}" for a in arms)
+    return f"split: {text} (sticky by {rule.get('stickyBy') or 'event id'})"
 
 
 # -- tenants ------------------------------------------------------------------------------

@@ -17,6 +17,12 @@ update through its thresholds only, so the checks are about what happens *there*
 Noise: a check fails only when the data *prove* the limit is exceeded (the Wilson interval
 at z = 3 lies beyond it), so a small but honest sample does not block a good candidate — and the
 ``min_events`` check keeps samples from being too small to prove anything.
+
+The arms of a canary split are compared by :func:`compare_arms` instead: each arm scored
+its *own* events (an entity sees one arm), so there are no pairs and no action changes to
+count; what the tenant feels is still its alert rates (each arm's, with both arms' noise)
+and each arm's alignment to R (both map onto the same R: that is what makes a split safe
+for thresholds), and with labels the ranking of each arm on its own events.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = [
     "Check",
     "Comparison",
     "assign_actions",
+    "compare_arms",
     "compare_predictors",
     "proven_error",
 ]
@@ -86,6 +93,10 @@ class Comparison:
     live_alignment: BinAlignment
     candidate_alignment: BinAlignment
     thresholds: Mapping[str, float] = field(default_factory=dict)
+    #: False for a comparison of a split's arms: ``n`` is the candidate arm's events and
+    #: ``live_n`` the control arm's (for paired events both are ``n``).
+    paired: bool = True
+    live_n: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -206,23 +217,8 @@ def compare_predictors(
         )
     )
 
-    edges = reference.ppf(np.asarray(GATE_LEVELS))
-    edges[0], edges[-1] = 0.0, 1.0
-    edges = np.unique(edges)
-    live_al = relative_error_by_bin(a, reference, edges, z=GATE_Z)
-    cand_al = relative_error_by_bin(b, reference, edges, z=GATE_Z)
-    live_err, cand_err = proven_error(live_al), proven_error(cand_al)
-    checks.append(
-        Check(
-            "alignment to R: proven max |rel. error|",
-            f"{live_err:.1%}",
-            f"{cand_err:.1%}",
-            f"<= {limits.max_alignment_error:.0%}",
-            "fail" if cand_err > limits.max_alignment_error else "pass",
-            f"{len(live_al.bins)} bins, deciles + tail; raw max {live_al.max_abs_error:.0%} / "
-            f"{cand_al.max_abs_error:.0%}",
-        )
-    )
+    live_al, cand_al, check = _alignment_check(a, b, reference, limits)
+    checks.append(check)
 
     if labels is not None:
         y = np.asarray(labels).ravel()
@@ -236,26 +232,13 @@ def compare_predictors(
                 )
             )
         else:
-            for metric, fn, limit in (
-                (
-                    f"recall at {limits.fpr:.1%} FPR",
-                    lambda s, t: recall_at_fpr(s, t, limits.fpr),
-                    limits.max_recall_drop,
-                ),
-                ("PR-AUC", pr_auc, limits.max_pr_auc_drop),
-            ):
-                m_live, m_cand = fn(a, y), fn(b, y)
-                drop, lower = _proven_drop(fn, a, b, y)
-                checks.append(
-                    Check(
-                        metric,
-                        f"{m_live:.4f}",
-                        f"{m_cand:.4f}",
-                        f"drop <= {limit:.2f}",
-                        "fail" if lower > limit else "pass",
-                        f"{positives:,} positives; drop {drop:+.4f}, proven {max(lower, 0.0):.4f}",
-                    )
+            checks.extend(
+                _ranking_checks(
+                    limits,
+                    lambda fn: (fn(a, y), fn(b, y), *_proven_drop(fn, a, b, y)),
+                    f"{positives:,}",
                 )
+            )
 
     return Comparison(
         tenant=tenant,
@@ -268,6 +251,226 @@ def compare_predictors(
         live_alignment=live_al,
         candidate_alignment=cand_al,
         thresholds=dict(thresholds),
+    )
+
+
+def compare_arms(
+    control_scores: npt.ArrayLike,
+    candidate_scores: npt.ArrayLike,
+    *,
+    reference: Reference,
+    thresholds: Mapping[str, float],
+    limits: ModelCIConfig | None = None,
+    control_labels: npt.ArrayLike | None = None,
+    candidate_labels: npt.ArrayLike | None = None,
+    tenant: str = "",
+    control: str = "control",
+    candidate: str = "candidate",
+) -> Comparison:
+    """The gate for a canary split: the candidate arm's final scores on its own events
+    against the control arm's on theirs (no event in both). Labels (0/1 per event of each
+    arm, both or neither) enable the ranking checks; a check fails only on a proven
+    difference, counting the noise of both samples."""
+    limits = limits or ModelCIConfig()
+    a = np.asarray(control_scores, dtype=np.float64).ravel()
+    b = np.asarray(candidate_scores, dtype=np.float64).ravel()
+    if a.size == 0 or b.size == 0:
+        empty = control if a.size == 0 else candidate
+        raise ValueError(f"no events in arm {empty!r}: nothing to compare")
+    if (control_labels is None) != (candidate_labels is None):
+        raise ValueError("give labels for both arms or for neither")
+    n_a, n_b = int(a.size), int(b.size)
+    low_n = min(n_a, n_b)
+    checks = [
+        Check(
+            "events per arm",
+            f"{n_a:,}",
+            f"{n_b:,}",
+            f">= {limits.min_events:,}",
+            "pass" if low_n >= limits.min_events else "fail",
+            "" if low_n >= limits.min_events else "too few events to prove anything; collect more",
+        ),
+        Check(
+            "action changes",
+            "-",
+            "-",
+            "-",
+            "info",
+            "arms score different events (sticky by entity): compare alert rates instead",
+        ),
+    ]
+    for action, t in sorted(thresholds.items(), key=lambda kv: kv[1]):
+        checks.append(_arm_alert_rate_check(action, t, a, b, reference, limits))
+    if not thresholds:
+        checks.append(
+            Check(
+                "alert rates",
+                "-",
+                "-",
+                "-",
+                "info",
+                "the tenant declares no thresholds (config: tenants.<name>.thresholds)",
+            )
+        )
+    probs = (0.5, 0.9, 0.99)
+    qa, qb = np.quantile(a, probs), np.quantile(b, probs)
+    shift = {p: float(y - x) for p, x, y in zip(probs, qa, qb, strict=True)}
+    checks.append(
+        Check(
+            "score quantiles p50 / p99",
+            f"{qa[0]:.4f} / {qa[2]:.4f}",
+            f"{qb[0]:.4f} / {qb[2]:.4f}",
+            "-",
+            "info",
+            "each arm on its own events",
+        )
+    )
+    live_al, cand_al, check = _alignment_check(a, b, reference, limits)
+    checks.append(check)
+    if control_labels is not None and candidate_labels is not None:
+        ya = np.asarray(control_labels).ravel()
+        yb = np.asarray(candidate_labels).ravel()
+        if ya.shape != a.shape or yb.shape != b.shape:
+            raise ValueError(
+                f"labels must have one value per event of each arm ({n_a} and {n_b}), got "
+                f"{ya.size} and {yb.size}"
+            )
+        if not (0 < np.count_nonzero(ya) < n_a and 0 < np.count_nonzero(yb) < n_b):
+            checks.append(
+                Check("ranking", "-", "-", "-", "info", "an arm's labels hold a single class")
+            )
+        else:
+            checks.extend(
+                _ranking_checks(
+                    limits,
+                    lambda fn: (fn(a, ya), fn(b, yb), *_proven_drop_unpaired(fn, a, ya, b, yb)),
+                    f"{int(np.count_nonzero(ya)):,} / {int(np.count_nonzero(yb)):,}",
+                )
+            )
+    return Comparison(
+        tenant=tenant,
+        live=control,
+        candidate=candidate,
+        n=n_b,
+        checks=tuple(checks),
+        transitions={},
+        shift_quantiles=shift,
+        live_alignment=live_al,
+        candidate_alignment=cand_al,
+        thresholds=dict(thresholds),
+        paired=False,
+        live_n=n_a,
+    )
+
+
+Metric = Callable[[ScoreArray, npt.NDArray[Any]], float]
+
+
+def _alignment_check(
+    a: ScoreArray, b: ScoreArray, reference: Reference, limits: ModelCIConfig
+) -> tuple[BinAlignment, BinAlignment, Check]:
+    """Each side's alignment to R on the gate's bins, and the check on the candidate's."""
+    edges = reference.ppf(np.asarray(GATE_LEVELS))
+    edges[0], edges[-1] = 0.0, 1.0
+    edges = np.unique(edges)
+    live_al = relative_error_by_bin(a, reference, edges, z=GATE_Z)
+    cand_al = relative_error_by_bin(b, reference, edges, z=GATE_Z)
+    live_err, cand_err = proven_error(live_al), proven_error(cand_al)
+    check = Check(
+        "alignment to R: proven max |rel. error|",
+        f"{live_err:.1%}",
+        f"{cand_err:.1%}",
+        f"<= {limits.max_alignment_error:.0%}",
+        "fail" if cand_err > limits.max_alignment_error else "pass",
+        f"{len(live_al.bins)} bins, deciles + tail; raw max {live_al.max_abs_error:.0%} / "
+        f"{cand_al.max_abs_error:.0%}",
+    )
+    return live_al, cand_al, check
+
+
+def _ranking_checks(
+    limits: ModelCIConfig,
+    measure: Callable[[Metric], tuple[float, float, float, float]],
+    positives: str,
+) -> list[Check]:
+    """Recall at the FPR and PR-AUC: ``measure(metric)`` gives live's and the candidate's
+    value, the drop and its proven lower bound."""
+    checks = []
+    for metric, fn, limit in (
+        (
+            f"recall at {limits.fpr:.1%} FPR",
+            lambda s, t: recall_at_fpr(s, t, limits.fpr),
+            limits.max_recall_drop,
+        ),
+        ("PR-AUC", pr_auc, limits.max_pr_auc_drop),
+    ):
+        m_live, m_cand, drop, lower = measure(fn)
+        checks.append(
+            Check(
+                metric,
+                f"{m_live:.4f}",
+                f"{m_cand:.4f}",
+                f"drop <= {limit:.2f}",
+                "fail" if lower > limit else "pass",
+                f"{positives} positives; drop {drop:+.4f}, proven {max(lower, 0.0):.4f}",
+            )
+        )
+    return checks
+
+
+def _proven_drop_unpaired(
+    fn: Callable[[ScoreArray, npt.NDArray[Any]], float],
+    a: ScoreArray,
+    ya: npt.NDArray[Any],
+    b: ScoreArray,
+    yb: npt.NDArray[Any],
+) -> tuple[float, float]:
+    """As :func:`_proven_drop` for two independent samples: each arm is resampled on its
+    own, so the spread holds both arms' noise (nothing cancels: the events differ)."""
+    drop = fn(a, ya) - fn(b, yb)
+    rng = np.random.default_rng(0)
+    ma, mb = min(a.size, BOOTSTRAP_SAMPLE), min(b.size, BOOTSTRAP_SAMPLE)
+    da, db = [], []
+    for _ in range(BOOTSTRAP_ROUNDS):
+        ia, ib = rng.integers(0, a.size, size=ma), rng.integers(0, b.size, size=mb)
+        if 0 < int(np.count_nonzero(ya[ia])) < ma and 0 < int(np.count_nonzero(yb[ib])) < mb:
+            da.append(fn(a[ia], ya[ia]))
+            db.append(fn(b[ib], yb[ib]))
+    if len(da) < 2:
+        return drop, drop
+    sd_a = float(np.std(da, ddof=1)) * float(np.sqrt(ma / a.size))
+    sd_b = float(np.std(db, ddof=1)) * float(np.sqrt(mb / b.size))
+    return drop, drop - GATE_Z * float(np.hypot(sd_a, sd_b))
+
+
+def _arm_alert_rate_check(
+    action: str,
+    t: float,
+    a: ScoreArray,
+    b: ScoreArray,
+    reference: Reference,
+    limits: ModelCIConfig,
+) -> Check:
+    """The candidate arm's alert rate at ``t`` against the control arm's, on their own
+    events: fails only when the intervals of both prove a change beyond the band."""
+    k_a, k_b = int(np.count_nonzero(a >= t)), int(np.count_nonzero(b >= t))
+    rate_a, rate_b = k_a / a.size, k_b / b.size
+    expected = float(1.0 - reference.cdf(np.array([t]))[0])
+    low_a, high_a = wilson_interval(k_a, a.size, GATE_Z)
+    low_b, high_b = wilson_interval(k_b, b.size, GATE_Z)
+    band = limits.max_alert_rate_change
+    if k_a == 0:  # no control alert to be relative to: the candidate against the contract
+        low_a = high_a = expected
+    fail = low_b > high_a * (1.0 + band) or high_b < low_a * (1.0 - band)
+    base = rate_a if k_a else expected
+    change = f"{rate_b / base - 1.0:+.0%}" if base > 0 else "n/a"
+    return Check(
+        f"alert rate at {action} >= {t:g}",
+        f"{rate_a:.3%}",
+        f"{rate_b:.3%}",
+        f"within ±{band:.0%}",
+        "fail" if fail else "pass",
+        f"change {change}; contract {expected:.3%}",
     )
 
 

@@ -22,8 +22,8 @@ import numpy.typing as npt
 from muse.errors import MuseError
 from muse.evaluation.alignment import BinAlignment, relative_error_by_bin
 from muse.evaluation.calibration import CalibrationRow, calibration_table
-from muse.evaluation.compare import GATE_LEVELS, Comparison, compare_predictors
-from muse.transforms import posterior_correction, weighted_mean
+from muse.evaluation.compare import GATE_LEVELS, Comparison, compare_arms, compare_predictors
+from muse.transforms import Reference, posterior_correction, weighted_mean
 
 if TYPE_CHECKING:
     from muse.config import LoadedConfig
@@ -31,10 +31,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlignmentReport",
+    "ArmsReport",
     "CalibrationReport",
     "ComparisonReport",
     "ReportError",
     "alignment_report",
+    "arms_report",
     "calibration_report",
     "compare_report",
 ]
@@ -88,6 +90,19 @@ class ComparisonReport:
     candidate_scores: npt.NDArray[np.float64]
     #: The candidate's T^Q versions among the paired rows.
     candidate_versions: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passed
+
+
+@dataclass(frozen=True, slots=True)
+class ArmsReport:
+    """The gate between the arms of a canary split, each on the events it served."""
+
+    comparison: Comparison
+    control_scores: npt.NDArray[np.float64]
+    candidate_scores: npt.NDArray[np.float64]
 
     @property
     def passed(self) -> bool:
@@ -194,14 +209,7 @@ def compare_report(
     """The model-CI gate — ``candidate`` against ``live`` on the events both scored for
     ``tenant``, at the tenant's thresholds, against the config's ``model_ci`` limits (with
     labels, the ranking checks too)."""
-    _known(loaded, live, candidate)
-    refs = {loaded.spec.predictors[p].reference for p in (live, candidate)}
-    if len(refs) > 1:
-        raise ReportError(
-            f"{live} and {candidate} target different references {sorted(refs)}: not comparable"
-        )
-    tenant_cfg = loaded.spec.tenants.get(tenant)
-    thresholds = dict(tenant_cfg.thresholds) if tenant_cfg is not None else {}
+    reference, thresholds = _gate_inputs(loaded, live, candidate, tenant)
     paired = reader.paired(live, candidate, tenant, window=window, with_labels=with_labels)
     if paired.num_rows == 0:
         raise ReportError(
@@ -213,7 +221,7 @@ def compare_report(
     comparison = compare_predictors(
         a,
         b,
-        reference=loaded.references[refs.pop()],
+        reference=reference,
         thresholds=thresholds,
         limits=loaded.spec.model_ci,
         labels=paired.column("label").to_numpy() if with_labels else None,
@@ -228,6 +236,64 @@ def compare_report(
         candidate_scores=b,
         candidate_versions=sorted(set(paired.column("candidate_tq_version").to_pylist())),
     )
+
+
+def arms_report(
+    loaded: LoadedConfig,
+    reader: LakeReader,
+    control: str,
+    candidate: str,
+    tenant: str,
+    *,
+    window: Window | None = None,
+    with_labels: bool = False,
+) -> ArmsReport:
+    """The model-CI gate between two arms of a canary split for ``tenant``: each arm's live
+    rows on the events the split sent it (the lake's ``arm`` column), at the tenant's
+    thresholds, against the config's ``model_ci`` limits (see
+    :func:`~muse.evaluation.compare.compare_arms`)."""
+    reference, thresholds = _gate_inputs(loaded, control, candidate, tenant)
+    tables = {
+        p: reader.scores(p, tenant, window=window, with_labels=with_labels, as_arm=True)
+        for p in (control, candidate)
+    }
+    empty = [p for p, t in tables.items() if t.num_rows == 0]
+    if empty:
+        raise ReportError(
+            f"no events a canary split sent to {' or '.join(map(repr, empty))} for tenant "
+            f"{tenant!r} in that window: are both arms of one split rule for it (targets: "
+            "[{predictor, weight}, ...])?"
+        )
+    a = np.asarray(tables[control].column("score").to_numpy(), dtype=np.float64)
+    b = np.asarray(tables[candidate].column("score").to_numpy(), dtype=np.float64)
+    comparison = compare_arms(
+        a,
+        b,
+        reference=reference,
+        thresholds=thresholds,
+        limits=loaded.spec.model_ci,
+        control_labels=tables[control].column("label").to_numpy() if with_labels else None,
+        candidate_labels=tables[candidate].column("label").to_numpy() if with_labels else None,
+        tenant=tenant,
+        control=control,
+        candidate=candidate,
+    )
+    return ArmsReport(comparison, a, b)
+
+
+def _gate_inputs(
+    loaded: LoadedConfig, live: str, candidate: str, tenant: str
+) -> tuple[Reference, dict[str, float]]:
+    """The reference both predictors map onto and the tenant's thresholds, for the gate."""
+    _known(loaded, live, candidate)
+    refs = {loaded.spec.predictors[p].reference for p in (live, candidate)}
+    if len(refs) > 1:
+        raise ReportError(
+            f"{live} and {candidate} target different references {sorted(refs)}: not comparable"
+        )
+    tenant_cfg = loaded.spec.tenants.get(tenant)
+    thresholds = dict(tenant_cfg.thresholds) if tenant_cfg is not None else {}
+    return loaded.references[refs.pop()], thresholds
 
 
 def _known(loaded: LoadedConfig, *predictors: str) -> None:

@@ -294,18 +294,26 @@ class LakeReader:
         role: str | None = None,
         window: Window | None = None,
         with_labels: bool = False,
+        as_arm: bool = False,
     ) -> pa.Table:
         """Rows of ``predictor`` for ``tenant`` with :data:`SCORES_SCHEMA`, oldest first.
 
         ``with_labels`` keeps only the labelled events and adds ``label`` (int8 0/1);
-        it needs the reader's ``labels``.
+        it needs the reader's ``labels``. ``as_arm`` keeps only the live rows of events a
+        canary split sent to ``predictor`` (its arm's own events; none in a lake written
+        before format @2, which has no ``arm`` column).
         """
         labels = self._labels() if with_labels else None
         schema = _with_label(SCORES_SCHEMA, with_labels)
         files = self._files(predictor, (window or _EVERYTHING).days())
         if not files:
             return schema.empty_table()
-        rows, params = _rows_sql(files, tenant, role, window)
+        if as_arm and not self._has_column(files, "arm"):
+            return schema.empty_table()
+        rows, params = _rows_sql(files, tenant, "live" if as_arm else role, window)
+        if as_arm:
+            rows = rows.replace(" WHERE tenant = ?", " WHERE arm = ? AND tenant = ?", 1)
+            params.insert(1, predictor)
         columns = ", ".join(f"s.{name}" for name in SCORES_SCHEMA.names)
         join, join_params = self._label_join(labels, "s")
         sql = (
@@ -353,6 +361,14 @@ class LakeReader:
         return self._checked(table, schema)
 
     # -- files -------------------------------------------------------------------------
+
+    def _has_column(self, files: list[str], name: str) -> bool:
+        """Whether any of ``files`` has column ``name`` (reads only the files' footers)."""
+        sql = (
+            "SELECT count(*) FROM (DESCRIBE SELECT * FROM read_parquet(?, union_by_name = true)) "
+            "WHERE column_name = ?"
+        )
+        return bool(self._fetchall(sql, [files, name])[0][0])
 
     def _files(self, predictor: str, days: tuple[date | None, date | None]) -> list[str]:
         """Data files of ``predictor`` in the partitions of ``days``, as DuckDB paths."""

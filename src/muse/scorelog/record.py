@@ -39,7 +39,8 @@ import pyarrow as pa
 __all__ = ["LAKE_FORMAT", "LAKE_SCHEMA", "LakeColumns", "LakeRow", "rows_to_table"]
 
 #: Bumped when a column is added, removed or changes meaning; stored in every file's metadata.
-LAKE_FORMAT = "muse/score-lake@1"
+#: @2 added ``arm``; files of @1 read as rows with a null arm (readers union by name).
+LAKE_FORMAT = "muse/score-lake@2"
 
 
 class LakeRow(NamedTuple):
@@ -49,7 +50,9 @@ class LakeRow(NamedTuple):
     pyarrow does; any other zone is converted). ``intent`` holds every intent attribute,
     the tenant included; ``raw`` is the aggregate ``a`` fed to T^Q and ``score`` the final
     score; ``experts`` maps each model name to its raw output. ``role`` is ``"live"`` or
-    ``"shadow"``.
+    ``"shadow"``. ``arm`` is the predictor a canary split chose to serve the event (on its
+    live row and on its shadow rows alike), None for an event no split routed: the arms of
+    an experiment are compared on their own events by selecting live rows with an arm.
     """
 
     event_id: str
@@ -65,6 +68,7 @@ class LakeRow(NamedTuple):
     experts: Mapping[str, float]
     latency_ms: float
     config_version: str
+    arm: str | None = None
 
 
 #: Arrow schema of every lake file, in :class:`LakeRow` field order. ``role`` stays a plain
@@ -84,6 +88,7 @@ LAKE_SCHEMA: pa.Schema = pa.schema(
         pa.field("experts", pa.map_(pa.string(), pa.float64())),
         pa.field("latency_ms", pa.float64()),
         pa.field("config_version", pa.string()),
+        pa.field("arm", pa.string()),
     ],
     metadata={"muse.lake_format": LAKE_FORMAT},
 )
@@ -100,7 +105,7 @@ class LakeColumns:
     buffer of a few thousand rows is thousands of objects that the garbage collector scans
     at every young collection (~1.2 ms, ten times a second at 1,000 requests/s, measured)
     and that the writer thread converts one by one under the GIL (~1.6 µs a row). Here a
-    buffer is 17 lists of plain ``str``, ``float`` and ``int`` values — the map columns
+    buffer is 18 lists of plain ``str``, ``float`` and ``int`` values — the map columns
     flattened into keys, values and entry counts, timestamps in microseconds since the
     epoch (UTC) — and each list becomes an Arrow array in one call (~0.6 µs a row in all).
 
@@ -109,6 +114,7 @@ class LakeColumns:
     """
 
     __slots__ = (
+        "arm",
         "config_version",
         "event_id",
         "expert_counts",
@@ -146,6 +152,7 @@ class LakeColumns:
         self.expert_counts: list[int] = []
         self.latency_ms: list[float] = []
         self.config_version: list[str] = []
+        self.arm: list[str | None] = []
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -165,6 +172,7 @@ class LakeColumns:
         experts: Mapping[str, float],
         latency_ms: float,
         config_version: str,
+        arm: str | None = None,
     ) -> None:
         """One row; ``timestamp_us`` counts microseconds since 1970-01-01 UTC."""
         self.event_id.append(event_id)
@@ -184,6 +192,7 @@ class LakeColumns:
         self.expert_counts.append(len(experts))
         self.latency_ms.append(latency_ms)
         self.config_version.append(config_version)
+        self.arm.append(arm)
 
     def add_rows(self, rows: Iterable[LakeRow]) -> None:
         """Rows given as :class:`LakeRow` (a naive timestamp is taken as UTC).
@@ -213,6 +222,7 @@ class LakeColumns:
                 r.experts,
                 r.latency_ms,
                 r.config_version,
+                r.arm,
             )
 
     def extend(self, other: LakeColumns) -> None:
@@ -236,6 +246,7 @@ class LakeColumns:
         self.expert_counts += other.expert_counts
         self.latency_ms += other.latency_ms
         self.config_version += other.config_version
+        self.arm += other.arm
 
     def head(self, n: int) -> LakeColumns:
         """A new buffer with the first ``n`` rows."""

@@ -34,6 +34,7 @@ def score_row(
         experts=score.experts,
         latency_ms=latency_ms,
         config_version=result.config_version,
+        arm=result.arm,
     )
 
 
@@ -83,4 +84,5 @@ def _add(
         s.experts,
         latency_ms,
         r.config_version,
+        r.arm,
     )

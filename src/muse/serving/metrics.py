@@ -205,6 +205,13 @@ class Metrics:
             _SCORE_BUCKETS,
         )
         r.register(self.scores)
+        self.split_events = Counter(
+            "muse_split_events_total",
+            "Events a canary split sent to each arm, by tenant and arm (the arm's predictor): "
+            "the observed split. Latency and scores per arm are the predictor's live series.",
+            ("tenant", "arm"),
+            registry=r,
+        )
         self.ready = Gauge("muse_ready", "1 when the service accepts traffic.", registry=r)
         self.reloads = Counter(
             "muse_config_reloads_total", "Config reloads by outcome.", ("outcome",), registry=r
@@ -292,15 +299,30 @@ class Metrics:
         if len(results) == 1:
             r = results[0]
             self.observe(r.intent["tenant"], r.live.predictor, "live", seconds, r.live.score)
+            if r.arm is not None:
+                self._arm(r.intent["tenant"], r.arm, 1)
             return
         groups: dict[tuple[str, str, str], list[float]] = {}
+        arms: dict[tuple[str, str], int] | None = None
         for r in results:
             key = (r.intent["tenant"], r.live.predictor, "live")
             scores = groups.get(key)
             if scores is None:
                 scores = groups[key] = []
             scores.append(r.live.score)
+            if r.arm is not None:
+                arms = arms or {}
+                arms[key[0], r.arm] = arms.get((key[0], r.arm), 0) + 1
         self._observe_groups(groups, seconds)
+        for (tenant, arm), n in (arms or {}).items():
+            self._arm(tenant, arm, n)
+
+    def _arm(self, tenant: str, arm: str, n: int) -> None:
+        key = ("arm", tenant, arm)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.split_events.labels(tenant, arm)
+        child.inc(n)
 
     def observe_shadows(self, results: Sequence[ScoreResult], seconds: float) -> None:
         """Every shadow score of a piece of shadow work, which took ``seconds``."""
