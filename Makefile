@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/serve_stalls.py
 	$(BIN)/python benchmarks/bench_feature_store.py
+	$(BIN)/python benchmarks/score_file.py
 	$(BIN)/python benchmarks/bench_remote.py
 	$(BIN)/python benchmarks/bench_image.py
 	$(BIN)/python benchmarks/refresh_real_data.py --seeds 10

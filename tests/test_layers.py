@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "fleet": 5,
     "export": 5,
     "refresh": 5,
+    "backfill": 5,
     "evaluation": 5,
     "serving": 5,
     "cli": 6,

@@ -62,16 +62,20 @@ def key_text(value: object) -> str | None:
 
     Intent attributes are strings already. Request features arrive as float64 (the
     feature table's type), so a card number sent as ``4242`` or ``"4242"`` or ``4242.0``
-    must hash alike: an integral value is written without a fraction, any other with
-    ``repr``; NaN (the feature was not sent) is no key.
+    must hash alike: an integral value is written without a fraction, any other finite
+    one with ``repr`` — the text the feature store looks an entity up by
+    (:func:`muse.featurestore.base.key_text`). NaN (the feature was not sent), an empty
+    string and None are no key.
     """
     if isinstance(value, str):
         return value or None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if not isinstance(value, float | np.floating) or value != value:
         return None
     v = float(value)
-    if v != v:
-        return None
     if v.is_integer() and abs(v) < 2**53:
         return str(int(v))
     return repr(v)

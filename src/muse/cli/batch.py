@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from muse.cli import app
-from muse.cli._common import ConfigArg, fail, out
+from muse.cli._common import ConfigArg, err, fail, out
 from muse.cli.lifecycle import PredictorOpt, load_lenient
 from muse.errors import MuseError
 
@@ -106,3 +106,110 @@ def score_batch(
     )
     if label_column is not None:
         out.print(f"prior (share of positives): {float(np.mean(labels)):.6g}", highlight=False)
+
+
+@app.command("score-file")
+def score_file(
+    config: ConfigArg,
+    events: Annotated[
+        Path,
+        typer.Option(
+            help="Events: Parquet or CSV with a column per intent attribute (tenant "
+            "required) and per feature; event_id and timestamp when present."
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Parquet file of lake rows to write (appears whole at the end)."
+        ),
+    ] = None,
+    lake: Annotated[
+        str | None,
+        typer.Option(help="Write into this score lake (a folder or fsspec URL) instead."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Events per batch.")] = 65_536,
+    shadows: Annotated[
+        bool, typer.Option("--shadows/--no-shadows", help="Score the shadow predictors too.")
+    ] = True,
+    restart: Annotated[
+        bool, typer.Option(help="Discard an unfinished run's output instead of resuming it.")
+    ] = False,
+    errors: Annotated[
+        Path | None,
+        typer.Option(help="CSV file listing every row left out (line, unit, message)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Score every event of a file through the serving path — routing, feature store,
+    live and shadow predictors, maps — writing the rows the service would write to the
+    lake. Resumes an interrupted run. Exit 1 when some rows were left out (each named by
+    line with what is wrong), 2 when the run cannot start or go on."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from muse.backfill import BackfillError
+    from muse.backfill import score_file as run
+    from muse.service import ScoringService
+
+    if (output is None) == (lake is None):
+        fail("give exactly one of --out FILE.parquet and --lake URL")
+    try:
+        service = ScoringService.from_config(config)
+    except MuseError as e:
+        fail(str(e))
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not progress,
+        transient=True,
+    )
+    task = bar.add_task("scoring", total=None)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    try:
+        with bar:
+            report = run(
+                service.snapshot,
+                events,
+                out=output,
+                lake=lake,
+                batch_size=batch_size,
+                shadows=shadows,
+                restart=restart,
+                errors=errors,
+                progress=advance,
+            )
+    except (BackfillError, OSError) as e:
+        fail(str(e))
+    finally:
+        service.close()
+    if report.resumed_batches:
+        out.print(f"resumed after {report.resumed_batches} finished batch(es)", highlight=False)
+    out.print(
+        f"[bold green]wrote[/] {escape(report.output)}: {report.rows_written:,} lake rows for "
+        f"{report.scored:,} events ({report.events_per_second:,.0f} events/s this run)",
+        highlight=False,
+    )
+    for predictor, (n, why) in sorted(report.shadow_errors.items()):
+        err.print(f"shadow {escape(predictor)} did not score {n:,} events: {escape(why)}")
+    if report.rejected:
+        for row in report.errors[:20]:
+            err.print(escape(str(row)), highlight=False)
+        more = report.rejected - min(len(report.errors), 20)
+        if more > 0:
+            err.print(
+                f"… and {more:,} more"
+                + (
+                    f": every one in {escape(str(errors))}"
+                    if errors
+                    else "; --errors FILE lists all"
+                ),
+                highlight=False,
+            )
+        err.print(f"[bold red]{report.rejected:,} row(s) left out[/]", highlight=False)
+        raise typer.Exit(1)

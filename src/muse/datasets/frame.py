@@ -15,6 +15,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from muse.errors import FeatureError
 from muse.types import FeatureMatrix
@@ -102,6 +103,24 @@ class EventFrame:
     def feature_names(self) -> tuple[str, ...]:
         """Names of the feature columns, in their stored order."""
         return tuple(self.features)
+
+    def to_arrow(self) -> pa.Table:
+        """The events as a table a backfill reads (``muse score-file``): ``event_id``,
+        ``timestamp`` (UTC), the intent columns, one column per feature, ``label``."""
+        return pa.table(
+            {
+                "event_id": pa.array(self.event_id.tolist(), pa.string()),
+                "timestamp": pa.array(
+                    self.timestamp.astype("datetime64[us]"), pa.timestamp("us", tz="UTC")
+                ),
+                "tenant": pa.array(self.tenant.tolist(), pa.string()),
+                "geography": pa.array(self.geography.tolist(), pa.string()),
+                "channel": pa.array(self.channel.tolist(), pa.string()),
+                "schema": pa.array(self.schema.tolist(), pa.string()),
+                **{name: pa.array(col, pa.float64()) for name, col in self.features.items()},
+                "label": pa.array(self.label, pa.int8()),
+            }
+        )
 
     def select(self, rows: Selector) -> EventFrame:
         """The events picked by a boolean mask, integer positions or a slice, in that order.

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from muse.splits import key_text as split_key_text
 from muse.types import FeatureMatrix
 
 __all__ = ["EntityId", "StoreBackend", "StoreObserver", "key_text"]
@@ -82,14 +83,11 @@ def key_text(value: object) -> str:
 
     A card id sent as the feature ``1234`` arrives as the float 1234.0; written as
     ``"1234"`` it finds the row whose id column holds the integer 1234 or the text
-    ``"1234"``, and the Redis hash ``card:1234``.
+    ``"1234"``, and the Redis hash ``card:1234``. The same text a canary split hashes
+    (:func:`muse.splits.key_text`), so an entity is one entity everywhere.
     """
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
+    text = split_key_text(value)
+    return str(value) if text is None else text
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 2**53:
             return str(int(value))

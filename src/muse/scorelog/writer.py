@@ -49,7 +49,7 @@ from muse.scorelog.layout import part_names, partition_dir
 from muse.scorelog.record import LakeColumns, LakeRow
 from muse.threads import yield_to_requests
 
-__all__ = ["LakeWriter"]
+__all__ = ["LakeWriter", "partition_table"]
 
 logger = logging.getLogger("muse.scorelog")
 
@@ -397,7 +397,7 @@ class LakeWriter:
             self._count(lost=len(batch), failed=0)
             return
         table = self._placeable(table)
-        for day, predictor, part in _partitions(table):
+        for day, predictor, part in partition_table(table):
             folder = partition_dir(self._root, day, predictor)
             for start in range(0, part.num_rows, self.max_rows_per_file):
                 self._write_file(folder, part.slice(start, self.max_rows_per_file))
@@ -495,7 +495,7 @@ class LakeWriter:
             logger.debug("score lake: could not remove temporary file %s", path, exc_info=True)
 
 
-def _partitions(table: pa.Table) -> list[tuple[int, str, pa.Table]]:
+def partition_table(table: pa.Table) -> list[tuple[int, str, pa.Table]]:
     """Split ``table`` by (UTC day, predictor), vectorised: (day since epoch, predictor, rows)."""
     if not table.num_rows:
         return []

@@ -1,0 +1,331 @@
+"""A backfill run: a file of events scored batch by batch into a Parquet file or the lake,
+resumable when interrupted.
+
+What an interruption must not do is lose or duplicate what was written. So every batch is
+made durable before the run's progress records it:
+
+* ``out``: each batch is a file ``batch-<k>.parquet`` in ``<out>.partial/``; when the last
+  is written they are merged into ``<out>`` through a temporary file renamed into place —
+  ``<out>`` appears whole or not at all;
+* ``lake``: each batch's rows go to the lake's partitions under names fixed by the run and
+  the batch (``part-bf-<run>-<batch>-<k>.parquet``, written then renamed like every lake
+  file), so a batch written again after an interruption replaces its own files instead of
+  adding rows.
+
+The progress (``progress.json`` in ``<out>.partial/``, or ``_backfill/<run>.json`` in the
+lake, a folder readers skip) records the batches done; a run started again on the same
+file, config and options resumes after them. The run's identity is a digest of the file
+(size, time, first and last MiB), the config version and digest, the batch size, whether
+shadows are scored and the target, so a changed file or config starts afresh (``out``
+refuses, naming ``--restart``, rather than mixing two runs' rows). Rows left out are
+appended to ``errors`` (CSV: ``line,unit,message``), truncated on resume to what the
+finished batches wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from muse.backfill.columnar import ScoredBatch, score_batch_columns
+from muse.backfill.source import BackfillError, EventsFile, RowError
+from muse.scorelog.layout import partition_dir
+from muse.scorelog.record import LAKE_SCHEMA
+from muse.scorelog.writer import partition_table
+from muse.snapshot import Snapshot
+
+__all__ = ["BackfillReport", "score_file"]
+
+FORMAT = "muse/backfill@1"
+#: Row errors kept in the report (all of them go to the errors file).
+KEEP_ERRORS = 1_000
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class BackfillReport:
+    """What a backfill did (this run and, resumed, the runs before it on the same file)."""
+
+    output: str
+    rows_in_file: int
+    scored: int = 0
+    rejected: int = 0
+    rows_written: int = 0
+    batches: int = 0
+    #: Batches a previous, interrupted run had finished.
+    resumed_batches: int = 0
+    seconds: float = 0.0
+    #: The first :data:`KEEP_ERRORS` rows left out by this run.
+    errors: list[RowError] = field(default_factory=list)
+    #: Shadow predictor → (events it could not score, the first reason).
+    shadow_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        done = self.scored + self.rejected
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+def score_file(
+    snapshot: Snapshot,
+    events: str | Path,
+    *,
+    out: str | Path | None = None,
+    lake: str | None = None,
+    batch_size: int = 65_536,
+    shadows: bool = True,
+    restart: bool = False,
+    errors: str | Path | None = None,
+    progress: Progress | None = None,
+) -> BackfillReport:
+    """Score every event of ``events`` (Parquet or CSV) on ``snapshot`` through the serving
+    path and write the lake rows the service would write, to the Parquet file ``out`` or
+    into the lake at ``lake`` (exactly one). Resumes an interrupted run of the same file,
+    config and options (``restart``: start over). ``progress(done, total)`` is called after
+    each batch. Raises :class:`BackfillError` for what stops the run; rows that cannot be
+    scored are counted, reported and written to ``errors``."""
+    if (out is None) == (lake is None):
+        raise BackfillError("give exactly one of out (a Parquet file) and lake (a lake URL)")
+    source = EventsFile(
+        events,
+        snapshot.router.attributes,
+        sorted(snapshot.known_features),
+        batch_size=batch_size,
+    )
+    target: _Target = _FileTarget(Path(out)) if out is not None else _LakeTarget(str(lake))
+    run = _run_id(snapshot, source, batch_size, shadows, target.name)
+    state = target.begin(run, restart)
+    total = source.count_rows()
+    report = BackfillReport(output=target.name, rows_in_file=total)
+    report.resumed_batches = done = int(state.get("batches_done", 0))
+    report.scored = int(state.get("scored", 0))
+    report.rejected = int(state.get("rejected", 0))
+    report.rows_written = int(state.get("rows_written", 0))
+    error_file = _ErrorFile(errors, int(state.get("errors_bytes", 0)), resume=done > 0)
+    started = time.perf_counter()
+    if progress is not None:
+        progress(report.scored + report.rejected, total)
+    try:
+        for number, batch in enumerate(source.batches(skip_batches=done), start=done):
+            scored = score_batch_columns(snapshot, batch, shadows=shadows)
+            target.write(number, scored.table)
+            _account(report, scored)
+            state = {
+                "format": FORMAT,
+                "run": run,
+                "events": str(source.path),
+                "batches_done": number + 1,
+                "scored": report.scored,
+                "rejected": report.rejected,
+                "rows_written": report.rows_written,
+                "errors_bytes": error_file.append(scored.errors),
+            }
+            target.save(state)
+            report.batches += 1
+            if progress is not None:
+                progress(report.scored + report.rejected, total)
+        target.finish()
+    finally:
+        error_file.close()
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _account(report: BackfillReport, scored: ScoredBatch) -> None:
+    report.scored += scored.events
+    report.rejected += len(scored.errors)
+    report.rows_written += scored.table.num_rows
+    room = KEEP_ERRORS - len(report.errors)
+    report.errors.extend(scored.errors[: max(room, 0)])
+    for predictor, (n, first) in scored.shadow_errors.items():
+        before, reason = report.shadow_errors.get(predictor, (0, first))
+        report.shadow_errors[predictor] = (before + n, reason)
+
+
+def _run_id(
+    snapshot: Snapshot, source: EventsFile, batch_size: int, shadows: bool, target: str
+) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for part in (
+        source.fingerprint(),
+        snapshot.version,
+        snapshot.config.digest,
+        str(batch_size),
+        str(shadows),
+        target,
+    ):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class _ErrorFile:
+    """Row errors as CSV, appended batch by batch; truncated on resume to the finished
+    batches' bytes, so a batch done again does not list its rows twice."""
+
+    def __init__(self, path: str | Path | None, keep_bytes: int, *, resume: bool) -> None:
+        self.path = None if path is None else Path(path)
+        self._f: Any = None
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and self.path.exists():
+            self._f = self.path.open("r+", newline="", encoding="utf-8")
+            self._f.truncate(keep_bytes)
+            self._f.seek(keep_bytes)
+        else:
+            self._f = self.path.open("w", newline="", encoding="utf-8")
+            csv.writer(self._f).writerow(["line", "unit", "message"])
+        self._writer = csv.writer(self._f)
+
+    def append(self, errors: list[RowError]) -> int:
+        if self._f is None:
+            return 0
+        self._writer.writerows((e.line, e.unit, e.message) for e in errors)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        return int(self._f.tell())
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+class _Target:
+    name: str
+
+    def begin(self, run: str, restart: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def write(self, number: int, table: pa.Table) -> None:
+        raise NotImplementedError
+
+    def save(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+
+class _FileTarget(_Target):
+    """One Parquet file, appearing whole at the end (see the module)."""
+
+    def __init__(self, path: Path) -> None:
+        if path.suffix.lower() not in (".parquet", ".pq"):
+            raise BackfillError(f"out {path}: expected a .parquet file name")
+        self.path = path
+        self.name = str(path)
+        self.parts = path.with_name(path.name + ".partial")
+        self.state_path = self.parts / "progress.json"
+
+    def begin(self, run: str, restart: bool) -> dict[str, Any]:
+        if restart and self.parts.exists():
+            shutil.rmtree(self.parts)
+        if self.state_path.exists():
+            state: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if state.get("run") != run:
+                raise BackfillError(
+                    f"{self.parts} holds an unfinished backfill of another file, config or "
+                    "options: give --restart to discard it, or run it as it was"
+                )
+            return state
+        try:
+            self.parts.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BackfillError(f"cannot write beside {self.path}: {e}") from e
+        return {}
+
+    def write(self, number: int, table: pa.Table) -> None:
+        final = self.parts / f"batch-{number:06d}.parquet"
+        tmp = final.with_name(f".{final.name}.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, final)
+
+    def save(self, state: dict[str, Any]) -> None:
+        tmp = self.state_path.with_name(".progress.json.tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    def finish(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with pq.ParquetWriter(tmp, LAKE_SCHEMA, compression="zstd") as writer:
+            for part in sorted(self.parts.glob("batch-*.parquet")):
+                writer.write_table(pq.read_table(part, schema=LAKE_SCHEMA))
+        os.replace(tmp, self.path)
+        shutil.rmtree(self.parts)
+
+
+class _LakeTarget(_Target):
+    """The lake's partitions, each batch's files named by run and batch (see the module)."""
+
+    def __init__(self, url: str) -> None:
+        self.name = url
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ValueError, ImportError, TypeError) as e:
+            raise BackfillError(f"lake {url!r}: {e}") from e
+        self.root = self.root.rstrip("/")
+        self.run = ""
+        #: Files of the batches the progress records, and of the batch being written.
+        self.saved: list[str] = []
+        self.files: list[str] = []
+
+    @property
+    def state_path(self) -> str:
+        return f"{self.root}/_backfill/{self.run}.json"
+
+    def begin(self, run: str, restart: bool) -> dict[str, Any]:
+        self.run = run
+        try:
+            if self.fs.exists(self.state_path):
+                state: dict[str, Any] = json.loads(self.fs.cat_file(self.state_path))
+                if not restart:
+                    self.saved = list(state.get("files", []))
+                    return state
+                for path in state.get("files", []):
+                    if self.fs.exists(path):
+                        self.fs.rm(path)
+                self.fs.rm(self.state_path)
+            self.fs.makedirs(f"{self.root}/_backfill", exist_ok=True)
+        except OSError as e:
+            raise BackfillError(f"lake {self.name}: {e}") from e
+        return {}
+
+    def write(self, number: int, table: pa.Table) -> None:
+        for k, (day, predictor, part) in enumerate(partition_table(table)):
+            folder = partition_dir(self.root, day, predictor)
+            name = f"part-bf-{self.run}-{number:06d}-{k:03d}.parquet"
+            final, tmp = f"{folder}/{name}", f"{folder}/.{name}.tmp"
+            try:
+                self.fs.makedirs(folder, exist_ok=True)
+                with self.fs.open(tmp, "wb") as f:
+                    pq.write_table(part, f, compression="zstd")
+                self.fs.mv(tmp, final)
+            except OSError as e:
+                raise BackfillError(f"lake {self.name}: could not write {final}: {e}") from e
+            self.files.append(final)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.saved += [f for f in self.files if f not in self.saved]
+        self.files = []
+        tmp = f"{self.root}/_backfill/.{self.run}.json.tmp"
+        with self.fs.open(tmp, "w") as f:
+            f.write(json.dumps({**state, "files": self.saved}))
+        self.fs.mv(tmp, self.state_path)
+
+    def finish(self) -> None:
+        """The progress file stays: it says the run is complete (a run again resumes after
+        its last batch and writes nothing)."""
