@@ -8,8 +8,12 @@ model runtime at one thread, as configured. Reported, as medians of interleaved 
 
 * ``score-file``: events per second of :func:`muse.backfill.score_file` end to end (read,
   check, route, models, transforms, rows, Parquet written and merged);
+* ``score-file zstd``: the same, written with the service's codec (zstd) instead of LZ4;
+* ``score-file no shadows``: live rows only (bank2's and fintech3's events then run one
+  model, not three);
 * ``models only``: the three models' ``predict`` on the same events (the floor no scoring
-  path can beat on this core);
+  path that runs every model on every event — the quickstart's, with its shadows — can
+  beat on this core);
 * ``replay (baseline)``: the previous way to fill a lake offline —
   ``ScoringService.score_batch`` + the service's row conversion + Arrow — on a slice of
   the same events, the ratio against ``score-file`` measured in the same run.
@@ -29,7 +33,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -81,15 +87,21 @@ def main() -> None:
             m: FeatureTable(features).matrix(b.feature_names) for m, b in snap.backends.items()
         }
 
-        def backfill(k: int) -> float:
+        def backfill(k: int, *, shadows: bool = True, compression: str = "lz4") -> float:
             out = folder / f"out-{k}.parquet"
             started = time.perf_counter()
-            report = score_file(snap, events, out=out, batch_size=args.batch_size, restart=True)
+            report = score_file(
+                snap, events, out=out, batch_size=args.batch_size, restart=True,
+                shadows=shadows, compression=compression,
+            )  # fmt: skip
             seconds = time.perf_counter() - started
             assert report.scored == args.events
             assert report.rejected == 0
+            rows.append(report.rows_written)
             out.unlink()
             return float(args.events / seconds)
+
+        rows: list[int] = []
 
         def models(_: int) -> float:
             started = time.perf_counter()
@@ -116,7 +128,13 @@ def main() -> None:
             rows_to_table(rows)
             return REPLAY_EVENTS / (time.perf_counter() - started)
 
-        cases = {"score-file": backfill, "models only": models, "replay (baseline)": replay}
+        cases: dict[str, Callable[[int], float]] = {
+            "score-file": backfill,
+            "score-file zstd": partial(backfill, compression="zstd"),
+            "score-file no shadows": partial(backfill, shadows=False),
+            "models only": models,
+            "replay (baseline)": replay,
+        }
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for k in range(args.repeats):
             for name, case in cases.items():

