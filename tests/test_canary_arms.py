@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from muse.evaluation.compare import compare_arms
@@ -82,6 +82,7 @@ def test_bad_calls_name_what_is_wrong() -> None:
 
 
 @settings(max_examples=40, deadline=None)
+@example(scores=[0.0] * 400, cut=0.01)  # no alert in either arm (a control without alerts)
 @given(
     scores=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=400),
     cut=st.floats(0.01, 0.99),

@@ -106,6 +106,16 @@ def test_a_sticky_feature_is_a_key_a_request_may_carry() -> None:
             "finite number",
         ),
         (
+            {"targets": [{"predictor": "a", "weight": 10**400}, {"predictor": "b", "weight": 1}]},
+            "scoringRules[0].targets[0].weight",
+            "finite number",
+        ),
+        (
+            {"targets": [{"predictor": "a", "weight": 1e300}, {"predictor": "b", "weight": 1}]},
+            "scoringRules[0].targets[0].weight",
+            "finite number",
+        ),
+        (
             {"targets": [{"predictor": "a", "weight": "10%"}, {"predictor": "b", "weight": 1}]},
             "scoringRules[0].targets[0].weight",
             "finite number",

@@ -193,11 +193,11 @@ class Parser:
         if weight is None:
             self.issue(f"{path}.weight", "missing; expected a number >= 0 (shares are w / total)")
             return None
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, int | float)
-            or not (0 <= weight < float("inf"))
-        ):
+        try:  # an integer beyond float range is not a weight either
+            finite = isinstance(weight, int | float) and 0 <= float(weight) < 1e300
+        except OverflowError:
+            finite = False
+        if isinstance(weight, bool) or not finite:
             self.issue(
                 f"{path}.weight",
                 f"expected a finite number >= 0, got {type(weight).__name__} {weight!r}",

@@ -43,6 +43,9 @@ class Snapshot:
     known_features: frozenset[str] = field(init=False)
     #: Store-provided features some model needs: a request carrying all of them skips the store.
     store_features: tuple[str, ...] = field(init=False)
+    #: Features some events of a batch may send and others not: the store's, and the request
+    #: features canary splits are sticky by.
+    optional_features: tuple[str, ...] = field(init=False)
     #: Model → its feature names (what the feature store is asked to complete).
     model_features: Mapping[str, tuple[str, ...]] = field(init=False)
     #: Whether a model is on a remote server: then scoring may wait on the network, and the
@@ -56,6 +59,7 @@ class Snapshot:
         sticky = self.router.sticky_keys()
         object.__setattr__(self, "known_features", used | frozenset(keys) | sticky)
         object.__setattr__(self, "store_features", tuple(sorted(used & provided)))
+        object.__setattr__(self, "optional_features", tuple(sorted((used & provided) | sticky)))
         object.__setattr__(
             self,
             "model_features",

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -69,8 +69,10 @@ def key_text(value: object) -> str | None:
     """
     if isinstance(value, str):
         return value or None
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value)).lower()
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, np.bool_):
+        return str(value)  # "True", as the feature store has always written it
     if isinstance(value, int | np.integer):
         return str(int(value))
     if not isinstance(value, float | np.floating) or value != value:
@@ -106,6 +108,7 @@ class Split:
     arms: tuple[Arm, ...]
     sticky_by: str | None = None
     salt: str = ""
+    _bounds: npt.NDArray[np.int64] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arms", tuple(self.arms))
@@ -116,10 +119,15 @@ class Split:
             raise ValueError(f"a split lists a predictor twice: {names}")
         if sum(a.weight for a in self.arms) <= 0:
             raise ValueError("a split's weights must not all be 0")
+        # Computed once: every event of a split is placed by them.
+        object.__setattr__(self, "_bounds", self._compute_bounds())
 
     @property
     def bounds(self) -> npt.NDArray[np.int64]:
         """The first bucket *after* each arm's range (the last is :data:`BUCKETS`)."""
+        return self._bounds.copy()
+
+    def _compute_bounds(self) -> npt.NDArray[np.int64]:
         weights = np.array([a.weight for a in self.arms], dtype=np.float64)
         shares = weights / weights.sum()
         ends = np.rint(np.cumsum(shares) * BUCKETS).astype(np.int64)
@@ -141,7 +149,7 @@ class Split:
     def arm_of_bucket(self, buckets: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """The arm index of each bucket."""
         b = np.asarray(buckets, dtype=np.int64)
-        return np.searchsorted(self.bounds, b, side="right").astype(np.int64)
+        return np.searchsorted(self._bounds, b, side="right").astype(np.int64)
 
     def assign(self, keys: Sequence[str]) -> npt.NDArray[np.int64]:
         """The arm index of each key (its sticky value, or its event id)."""
@@ -152,7 +160,11 @@ class Split:
 
     def predictor_for(self, key: str) -> str:
         """The predictor that scores an event whose key is ``key``."""
-        return self.arms[int(self.arm_of_bucket([bucket_of(key, self.salt)])[0])].predictor
+        bucket = bucket_of(key, self.salt)
+        for arm, end in zip(self.arms, self._bounds.tolist(), strict=True):
+            if bucket < end:
+                return arm.predictor
+        raise AssertionError("unreachable: the last bound is BUCKETS")  # pragma: no cover
 
     def moved(self, other: Split) -> float:
         """The share of buckets whose predictor differs between this split and ``other``

@@ -402,3 +402,160 @@ def test_timestamps_without_a_zone_are_utc(service: ScoringService, tmp_path: Pa
     stamps = set(pq.read_table(out).column("timestamp").to_pylist())
     assert stamps == {datetime(2026, 11, 2, 10, tzinfo=UTC)}
     assert np.isfinite(pq.read_table(out).column("score").to_numpy()).all()
+
+
+# -- what the review found -----------------------------------------------------------------
+
+
+def test_only_an_empty_csv_field_is_empty(service: ScoringService, tmp_path: Path) -> None:
+    """``NA`` is a value (a tenant of that name has no route here: a bad row for that
+    reason, not for a missing tenant); ``nan`` is not a finite number; a blank line is a row
+    without a tenant, and an empty feature a live model needs is a bad row."""
+    path, header, rows = csv_events(tmp_path, n=6)
+    col = header.index
+    rows[0][col("geography")] = "NA"  # a geography called NA: routed as any other
+    rows[1][col("amount")] = "nan"  # line 3
+    rows[2][col("amount")] = ""  # line 4: empty, and not a feature the store fills
+    write_csv(path, header, rows)
+    text = path.read_text(encoding="utf-8").splitlines()
+    text.insert(5, "")  # a blank line 6
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    report = score_file(service.snapshot, path, out=tmp_path / "o.parquet")
+    by_line = {e.line: e.message for e in report.errors}
+    assert sorted(by_line) == [3, 4, 6]
+    assert "feature 'amount' must be finite" in by_line[3]
+    assert "feature 'amount' is empty" in by_line[4]
+    assert "no tenant" in by_line[6]
+    assert report.scored == 4
+    table = pq.read_table(tmp_path / "o.parquet")
+    geographies = {dict(i).get("geography") for i in table.column("intent").to_pylist()}
+    assert "NA" in geographies
+
+
+def test_a_quoted_newline_makes_rows_the_unit(service: ScoringService, tmp_path: Path) -> None:
+    path, header, rows = csv_events(tmp_path, n=4)
+    col = header.index
+    rows[0][col("channel")] = "web\nmobile"  # a value over two lines
+    rows[2][col("amount")] = "x"  # the third row under the header: row 3, line 5
+    write_csv(path, header, rows)
+    report = score_file(service.snapshot, path, out=tmp_path / "o.parquet")
+    assert [str(e) for e in report.errors] == ["row 3: feature 'amount' must be a number, got 'x'"]
+
+
+def test_a_malformed_csv_row_stops_the_run_before_anything_is_written(
+    service: ScoringService, tmp_path: Path
+) -> None:
+    path, header, rows = csv_events(tmp_path, n=3)
+    write_csv(path, header, rows)
+    path.write_text(path.read_text(encoding="utf-8") + "bank1,1,2\n", encoding="utf-8")
+    with pytest.raises(BackfillError, match="bank1,1,2"):
+        score_file(service.snapshot, path, out=tmp_path / "o.parquet")
+    assert not (tmp_path / "o.parquet.partial").exists()
+
+
+def test_text_columns_of_any_arrow_string_type(service: ScoringService, tmp_path: Path) -> None:
+    """pandas' ``string[pyarrow]`` columns are large strings."""
+    table = quickstart_traffic(20, seed=8).to_arrow()
+    for name in ("tenant", "geography", "event_id"):
+        i = table.column_names.index(name)
+        table = table.set_column(i, name, table.column(name).cast(pa.large_string()))
+    pq.write_table(table, tmp_path / "e.parquet")
+    report = score_file(service.snapshot, tmp_path / "e.parquet", out=tmp_path / "o.parquet")
+    assert report.scored == 20
+    assert report.rejected == 0
+
+
+def test_times_with_a_zone_are_converted_to_utc(service: ScoringService, tmp_path: Path) -> None:
+    path, header, rows = csv_events(tmp_path, n=2)
+    rows[0][1] = "2026-11-02T12:00:00+02:00"
+    rows[1][1] = "2026-11-02T05:00:00-05:00"
+    write_csv(path, header, rows)
+    score_file(service.snapshot, path, out=tmp_path / "o.parquet")
+    stamps = pq.read_table(tmp_path / "o.parquet").column("timestamp").to_pylist()
+    assert set(stamps) == {datetime(2026, 11, 2, 10, tzinfo=UTC)}
+
+
+def test_a_split_sticky_by_an_intent_column_is_backfilled_as_served(
+    events: Path, tmp_path: Path
+) -> None:
+    d = Deployment.copy_quickstart(tmp_path / "split")
+    doc = d.doc()
+    doc["intent"] = {"attributes": ["card_id"]}
+    doc["routing"]["scoringRules"][1] = {
+        "condition": {},
+        "targets": [
+            {"predictor": "single-v1", "weight": 70},
+            {"predictor": "ensemble-v1", "weight": 30},
+        ],
+        "stickyBy": "card_id",
+    }
+    d.write(doc)
+    table = pq.read_table(events)
+    cards = [f"card-{i % 500:05d}" for i in range(table.num_rows)]
+    table = table.append_column("card_id", pa.array(cards))
+    pq.write_table(table, tmp_path / "cards.parquet")
+    service = ScoringService.from_config(d.config)
+    try:
+        out = tmp_path / "o.parquet"
+        score_file(service.snapshot, tmp_path / "cards.parquet", out=out, batch_size=800)
+        rows = pq.read_table(out).to_pylist()
+        split = service.snapshot.router.splits[0]
+        for r in rows:
+            if r["role"] == "live" and r["tenant"] != "bank1":
+                assert (
+                    r["arm"] == r["predictor"] == split.predictor_for(dict(r["intent"])["card_id"])
+                )
+        served = {
+            x.event_id: x.live.predictor
+            for x in service.score_batch(
+                [{"tenant": t, "card_id": c} for t, c in zip(table.column("tenant").to_pylist(), cards, strict=True)],
+                {f: table.column(f).to_numpy() for f in table.column_names if f in service.snapshot.known_features},
+                event_ids=table.column("event_id").to_pylist(),
+            )
+        }  # fmt: skip
+        live = {r["event_id"]: r["predictor"] for r in rows if r["role"] == "live"}
+        assert live == served
+    finally:
+        service.close()
+
+
+def test_a_lake_batch_cut_short_is_written_once_on_resume(
+    service: ScoringService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run dies after batch 2's files are in the lake but before its progress is saved;
+    the file has no timestamp column, and the run is resumed on a later day."""
+    from muse.backfill import run as backfill_run
+
+    table = quickstart_traffic(1_200, seed=2).to_arrow().drop_columns(["timestamp"])
+    pq.write_table(table, tmp_path / "e.parquet")
+    lake = tmp_path / "lake"
+    real_save = backfill_run._LakeTarget.save
+    saves = 0
+
+    def dying_save(self: Any, state: dict[str, Any]) -> None:
+        nonlocal saves
+        saves += 1
+        if saves == 3:
+            raise StopRunError
+        real_save(self, state)
+
+    monkeypatch.setattr(backfill_run._LakeTarget, "save", dying_save)
+    with pytest.raises(StopRunError):
+        score_file(service.snapshot, tmp_path / "e.parquet", lake=str(lake), batch_size=400)
+    monkeypatch.setattr(backfill_run._LakeTarget, "save", real_save)
+    later = datetime(2031, 1, 1, tzinfo=UTC)
+    monkeypatch.setattr(
+        backfill_run, "EventsFile",
+        lambda *a, **k: __import__("muse.backfill.source", fromlist=["EventsFile"]).EventsFile(
+            *a, **{**k, "default_time": later}
+        ),
+    )  # fmt: skip
+    report = score_file(service.snapshot, tmp_path / "e.parquet", lake=str(lake), batch_size=400)
+    assert report.resumed_batches == 2
+    rows = ds.dataset(lake, format="parquet", partitioning="hive").to_table()
+    keys = list(
+        zip(*(rows.column(c).to_pylist() for c in ("event_id", "predictor", "role")), strict=True)
+    )
+    assert len(keys) == len(set(keys))
+    assert len({k[0] for k in keys}) == 1_200
+    assert {t.year for t in rows.column("timestamp").to_pylist()} == {datetime.now(UTC).year}

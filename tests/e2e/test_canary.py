@@ -140,3 +140,27 @@ def test_events_without_the_key_are_split_by_event_id(
         assert row["arm"] == row["predictor"] == split.predictor_for(row["event_id"])
     shares = sum(r["arm"] == "ensemble-v1" for r in live) / len(live)
     assert within_sampling_error(shares, 0.5, len(live))
+
+
+def test_a_batch_may_send_the_sticky_feature_for_some_events_only(
+    tmp_path: Path, start_muse: StartMuse
+) -> None:
+    """Events with the feature get the account's arm, the others their event id's."""
+    d = canary(tmp_path / "d", "canary-acct", 50)
+    with d.editing() as doc:
+        doc["routing"]["scoringRules"][-1]["stickyBy"] = "account_id"
+    server = start_muse(d)
+    batch = [
+        event(f"e{i}", TENANT, {**features(i), **({"account_id": 1000 + i} if i % 2 else {})})
+        for i in range(40)
+    ]
+    with server.client() as client:
+        answer = client.post("/v1/score", json={"events": batch})
+    assert answer.status_code == 200, answer.text
+    server.stop_gracefully()
+    split = d.service().snapshot.router.splits[0]
+    table = ds.dataset(d.lake, format="parquet", partitioning="hive").to_table().to_pylist()
+    live = {r["event_id"]: r["arm"] for r in table if r["role"] == "live"}
+    for i in range(40):
+        key = str(1000 + i) if i % 2 else f"e{i}"
+        assert live[f"e{i}"] == split.predictor_for(key)

@@ -16,6 +16,7 @@ except ``latency_ms``: each event's share of its batch's time.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,12 +113,13 @@ def score_batch_columns(snap: Snapshot, batch: EventBatch, *, shadows: bool = Tr
     if bad.all():
         return ScoredBatch(LAKE_SCHEMA.empty_table(), 0, sorted(errors, key=lambda e: e.line))
 
-    table = FeatureTable(batch.features) if batch.features else FeatureTable({})
+    table = FeatureTable.with_gaps(batch.features)
     live_groups = {k: np.sort(np.concatenate(v)) for k, v in live.items()}
     shadow_groups = {k: np.sort(np.concatenate(v)) for k, v in shadow.items()}
     live_models = _model_events(snap, [live_groups])
     all_models = _model_events(snap, [live_groups, shadow_groups])
     table, enrichment, dropped = _enrich(snap, batch, table, live_models, all_models)
+    dropped.update(_empty_features(snap, table, live_models, dropped))
     if dropped:
         for i, message in sorted(dropped.items()):
             errors.append(RowError(int(batch.lines[i]), message, batch.unit))
@@ -135,6 +137,9 @@ def score_batch_columns(snap: Snapshot, batch: EventBatch, *, shadows: bool = Tr
         run_models(snap, table, todo, live_models, outputs, failed, enrichment, holes)
     except MuseError as e:
         raise BackfillError(f"scoring stopped: {e}") from e
+    for m, (events, why) in _empty_for_shadows(snap, table, all_models, live_models).items():
+        before = holes.get(m)
+        holes[m] = (events, why) if before is None else (before[0] | events, before[1])
     live_rows, shadow_rows = _Rows(snap, batch, names), _Rows(snap, batch, names)
     for (predictor, tenant), idx in live_groups.items():
         live_rows.add(predictor, tenant, idx, outputs, "live")
@@ -174,17 +179,23 @@ def score_batch_columns(snap: Snapshot, batch: EventBatch, *, shadows: bool = Tr
 
 def _route(snap: Snapshot, batch: EventBatch) -> tuple[list[Route | MuseError], list[Index]]:
     """Each distinct intent's route (or why it has none) and the events of each."""
-    codes = np.zeros(batch.n, dtype=np.int64)
-    values: list[list[str | None]] = []
+    columns, sizes = [], []
     for column in batch.intents.values():
         encoded = column.dictionary_encode()
-        dictionary: list[str | None] = encoded.dictionary.to_pylist()
-        k = len(dictionary)
+        k = len(encoded.dictionary)
         # A null is its own value (the attribute is absent): code k.
-        index = encoded.indices.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64)
-        codes = codes * (k + 1) + index
-        values.append([*dictionary, None])
-    distinct, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        columns.append(encoded.indices.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64))
+        sizes.append(k + 1)
+    if math.prod(sizes) < 2**62:  # one integer per intent: the fast path
+        codes = np.zeros(batch.n, dtype=np.int64)
+        for index, size in zip(columns, sizes, strict=True):
+            codes = codes * size + index
+    else:  # too many distinct values to number as one integer: compare rows
+        codes = np.column_stack(columns)
+    distinct, first, inverse = np.unique(
+        codes, return_index=True, return_inverse=True, axis=0 if codes.ndim == 2 else None
+    )
+    inverse = inverse.ravel()
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(distinct.size + 1))
     groups = [order[bounds[g] : bounds[g + 1]] for g in range(distinct.size)]
@@ -198,6 +209,49 @@ def _route(snap: Snapshot, batch: EventBatch) -> tuple[list[Route | MuseError], 
         except (IntentError, NoRouteError) as e:
             routes.append(e)
     return routes, groups
+
+
+def _empty_features(
+    snap: Snapshot, table: FeatureTable, live_models: Mapping[str, Index], known: Mapping[int, str]
+) -> dict[int, str]:
+    """Events a live model would score with a feature missing (an empty cell, no store value
+    to fill it): a request without that feature is refused, so the row is bad."""
+    out: dict[int, str] = {}
+    for m, idx in live_models.items():
+        for f in snap.model_features[m]:
+            if f not in table:
+                continue  # a column no row has: run_models stops the run, naming it
+            empty = idx[np.isnan(table[f][idx])]
+            for i in empty.tolist():
+                if i not in known and i not in out:
+                    out[i] = f"feature {f!r} is empty (and not one the feature store fills)"
+    return out
+
+
+def _empty_for_shadows(
+    snap: Snapshot,
+    table: FeatureTable,
+    all_models: Mapping[str, Index],
+    live_models: Mapping[str, Index],
+) -> Holes:
+    """Events a shadow-only model cannot score for an empty feature: their shadow rows are
+    left out and counted, as the service does for a feature the store could not fill."""
+    holes: Holes = {}
+    for m, idx in all_models.items():
+        rest = np.setdiff1d(idx, live_models.get(m, np.array([], dtype=np.intp)))
+        if not rest.size:
+            continue
+        empty = np.zeros(rest.size, dtype=bool)
+        lacking = []
+        for f in snap.model_features[m]:
+            if f in table:
+                nan = np.isnan(table[f][rest])
+                if nan.any():
+                    lacking.append(f)
+                    empty |= nan
+        if empty.any():
+            holes[m] = (frozenset(rest[empty].tolist()), f"feature(s) {lacking} empty")
+    return holes
 
 
 def _route_error(error: MuseError) -> str:

@@ -10,9 +10,12 @@ Why values are converted by Arrow and checked in Python only on failure: a backf
 hundreds of thousands of events a second, so the common case must be a few C-level casts
 per column; when a cast fails, the column is read value by value to name every bad row.
 
-Lines: a CSV row's line is its number in the file (the header is line 1; a quoted field
-holding a newline would shift the count, so such files are reported by row instead);
-a Parquet row is named ``row N`` (from 1).
+Lines: a CSV row's line is its number in the file (the header is line 1; blank lines are
+rows, reported as having no tenant). A quoted value holding a newline makes a row span two
+lines: when the file's rows and lines do not match one to one, its rows are reported as
+``row N`` (the first row under the header is row 1), as a Parquet file's always are.
+Only an empty CSV field is null: ``NA``, ``null`` or ``nan`` are values (a tenant named
+``NA`` is a tenant; a feature ``nan`` is not a finite number).
 """
 
 from __future__ import annotations
@@ -112,7 +115,6 @@ class EventsFile:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise BackfillError(f"batch size must be a positive integer, got {batch_size!r}")
         self.kind = "csv" if suffix == ".csv" else "parquet"
-        self.unit = "line" if self.kind == "csv" else "row"
         self.batch_size = batch_size
         stamp = default_time or datetime.now(UTC)
         self.default_us = (stamp - _EPOCH) // _US
@@ -126,6 +128,11 @@ class EventsFile:
         self.features = [f for f in features if f in self.columns]
         self.has_ids = EVENT_ID in self.columns
         self.has_time = TIMESTAMP in self.columns
+        self.rows = self._count_rows()
+        #: How rows are named in reports, and the line (or row) number of the first.
+        self.unit, self.first_line = "row", 1
+        if self.kind == "csv" and self.rows == self._data_lines():
+            self.unit, self.first_line = "line", 2
 
     # -- what the file is ------------------------------------------------------------
 
@@ -139,15 +146,43 @@ class EventsFile:
             raise BackfillError(f"cannot read events file {self.path}: {e}") from e
 
     def count_rows(self) -> int:
-        """How many rows the file has (Parquet: its footer; CSV: its newlines)."""
-        if self.kind == "parquet":
-            return int(pq.ParquetFile(self.path).metadata.num_rows)
+        """How many rows the file has."""
+        return self.rows
+
+    def _count_rows(self) -> int:
+        """Parquet: its footer; CSV: the rows the parser finds (one column read)."""
+        try:
+            if self.kind == "parquet":
+                return int(pq.ParquetFile(self.path).metadata.num_rows)
+            with pacsv.open_csv(
+                self.path,
+                read_options=self._read_options(),
+                parse_options=self._parse_options(),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=["tenant"], column_types={"tenant": pa.string()}
+                ),
+            ) as reader:
+                return sum(batch.num_rows for batch in reader)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise BackfillError(f"cannot read events file {self.path}: {e}") from e
+
+    def _data_lines(self) -> int:
+        """Physical lines under a CSV header (a last line without a newline counts)."""
         newlines, last = 0, b"\n"
         with self.path.open("rb") as f:
             while chunk := f.read(1 << 22):
                 newlines += chunk.count(b"\n")
                 last = chunk[-1:]
         return max(newlines - 1 + (last != b"\n"), 0)
+
+    @staticmethod
+    def _read_options() -> pacsv.ReadOptions:
+        return pacsv.ReadOptions(block_size=1 << 22)
+
+    @staticmethod
+    def _parse_options() -> pacsv.ParseOptions:
+        # Quoted values may hold newlines; blank lines are rows, so every line is counted.
+        return pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
 
     def fingerprint(self) -> str:
         """Identifies this file's content cheaply (size, modification time, first and last
@@ -166,7 +201,7 @@ class EventsFile:
 
     def batches(self, skip_batches: int = 0) -> Iterator[EventBatch]:
         """The file's batches from batch ``skip_batches`` on (those before are read past)."""
-        first_line = 2 if self.kind == "csv" else 1
+        first_line = self.first_line
         done = 0
         for number, table in enumerate(self._tables()):
             if number >= skip_batches:
@@ -188,14 +223,17 @@ class EventsFile:
         options = pacsv.ConvertOptions(
             include_columns=wanted,
             column_types=dict.fromkeys(wanted, pa.string()),
+            null_values=[""],
             strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
         )
         pending: list[pa.RecordBatch] = []
         rows = 0
         try:
             with pacsv.open_csv(
                 self.path,
-                read_options=pacsv.ReadOptions(block_size=1 << 22),
+                read_options=self._read_options(),
+                parse_options=self._parse_options(),
                 convert_options=options,
             ) as reader:
                 for batch in reader:
@@ -228,7 +266,11 @@ class EventsFile:
         for name in self.attributes:
             column = table.column(name).combine_chunks()
             if not pa.types.is_string(column.type):
-                if not (pa.types.is_integer(column.type) or pa.types.is_dictionary(column.type)):
+                if not (
+                    _is_text(column.type)
+                    or pa.types.is_integer(column.type)
+                    or pa.types.is_dictionary(column.type)
+                ):
                     raise BackfillError(
                         f"events file {self.path}: intent column {name!r} must hold text (or "
                         f"whole numbers, read as text), got {column.type}"
@@ -279,6 +321,15 @@ class EventsFile:
         return EventBatch(lines, intents, features, ids, stamps, errors, self.unit)
 
 
+def _is_text(type_: pa.DataType) -> bool:
+    """Whether ``type_`` holds text (pandas' ``string[pyarrow]`` writes large strings)."""
+    return bool(
+        pa.types.is_string(type_)
+        or pa.types.is_large_string(type_)
+        or getattr(pa.types, "is_string_view", lambda _t: False)(type_)
+    )
+
+
 def _only(n: int, i: int) -> npt.NDArray[np.bool_]:
     mask = np.zeros(n, dtype=bool)
     mask[i] = True
@@ -290,7 +341,7 @@ def _numbers(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.float64], dict[int
     whose value is not a finite number, with why."""
     array = column.combine_chunks()
     try:
-        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        if _is_text(array.type):
             # "nan"/"inf" parse: caught below as not finite, like a request's.
             values = pc.cast(pc.utf8_trim_whitespace(array), pa.float64())
         elif pa.types.is_boolean(array.type):
@@ -303,7 +354,7 @@ def _numbers(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.float64], dict[int
     out = np.where(values.is_null().to_numpy(zero_copy_only=False), np.nan, out)
     bad = ~np.isfinite(out) & ~np.isnan(out)
     nan_sent = np.zeros(out.shape, dtype=bool)
-    if pa.types.is_string(array.type) or pa.types.is_floating(array.type):
+    if _is_text(array.type) or pa.types.is_floating(array.type):
         # A value spelled "nan" (or a float NaN in Parquet) is not "not sent".
         nan_sent = np.isnan(out) & array.is_valid().to_numpy(zero_copy_only=False)
     problems = {int(i): f"must be finite, got {float(out[i])!r}" for i in np.flatnonzero(bad)}
@@ -341,8 +392,8 @@ def _timestamps(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], dict[in
     try:
         if pa.types.is_timestamp(array.type):
             stamps = array.cast(pa.timestamp("us", tz=array.type.tz or "UTC"))
-        elif pa.types.is_string(array.type):
-            stamps = _parse_times(array)
+        elif _is_text(array.type):
+            stamps = _parse_times(array.cast(pa.string()))
         else:
             raise pa.ArrowInvalid(f"a timestamp column must hold times or text, got {array.type}")
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -153,7 +153,6 @@ def score_file(
     line with what is wrong), 2 when the run cannot start or go on."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from muse.backfill import BackfillError
     from muse.backfill import score_file as run
     from muse.service import ScoringService
 
@@ -191,7 +190,7 @@ def score_file(
                 progress=advance,
                 compression=compression,
             )
-    except (BackfillError, OSError) as e:
+    except (MuseError, OSError) as e:  # BackfillError, and any other error naming its cause
         fail(str(e))
     finally:
         service.close()

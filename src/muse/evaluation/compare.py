@@ -459,8 +459,8 @@ def _arm_alert_rate_check(
     low_a, high_a = wilson_interval(k_a, a.size, GATE_Z)
     low_b, high_b = wilson_interval(k_b, b.size, GATE_Z)
     band = limits.max_alert_rate_change
-    if k_a == 0:  # no control alert to be relative to: the candidate against the contract
-        low_a = high_a = expected
+    # The control's own interval, even with no alert in it: its upper bound is then what
+    # the control's sample allows, and two arms alike never prove each other different.
     fail = low_b > high_a * (1.0 + band) or high_b < low_a * (1.0 - band)
     base = rate_a if k_a else expected
     change = f"{rate_b / base - 1.0:+.0%}" if base > 0 else "n/a"

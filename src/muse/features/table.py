@@ -121,6 +121,23 @@ class FeatureTable(Mapping[str, npt.NDArray[np.float64]]):
         return table
 
     @classmethod
+    def with_gaps(cls, columns: Mapping[str, npt.NDArray[np.float64]]) -> FeatureTable:
+        """A table of float64 columns whose NaN mean "not sent" (as :meth:`from_rows` marks
+        an optional feature an event omits), every other value already checked finite by
+        the caller — a backfill's reader, which reports each bad value by line. The
+        scoring pass then treats a gap as a request would: the feature store fills it, or
+        the event is refused."""
+        n = {c.shape[0] for c in columns.values()}
+        if len(n) > 1:
+            raise FeatureError(f"feature columns differ in length: {sorted(n)}")
+        table = cls.__new__(cls)
+        table._columns = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
+        table._n = n.pop() if n else 0
+        table._matrices = {}
+        table._row = None
+        return table
+
+    @classmethod
     def from_row(cls, row: Mapping[str, Any], *, checked: bool = False) -> FeatureTable:
         """A single event's features (the single-event request path).
 

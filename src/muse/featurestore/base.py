@@ -10,7 +10,6 @@ for every backend.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -88,9 +87,3 @@ def key_text(value: object) -> str:
     """
     text = split_key_text(value)
     return str(value) if text is None else text
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 2**53:
-            return str(int(value))
-        if math.isfinite(value):
-            return repr(value)
-    return str(value)

@@ -365,7 +365,9 @@ class MuseApp:
                 table = FeatureTable.from_rows(
                     [e.features for e in events],
                     checked=request.checked,
-                    optional=service.snapshot.store_features,
+                    # Store features and a split's sticky feature may be sent by some
+                    # events of a batch only (the others: the store, or the event id).
+                    optional=service.snapshot.optional_features,
                 )
                 if len(events) > _INLINE_EVENTS or service.snapshot.remote:
                     budget = limits.request_budget_ms
