@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "snapshot": 4,
     "scoring": 4,
     "warmup": 4,
+    "reasons": 4,
     "deployment": 4,
     "service": 4,
     "scorelog": 4,

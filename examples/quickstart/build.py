@@ -6,7 +6,7 @@ committed artifacts can be checked against a fresh build (tests/test_quickstart.
 What it builds (paper §3.2's setting at toy scale):
 - three experts trained on the same early traffic with different undersampling β
   (§2.3.1): ``m1`` LightGBM (β = 0.18, text model), ``m2`` LightGBM exported to ONNX
-  (β = 0.18, another feature subset), ``m3`` XGBoost (β = 0.02) saved as JSON and exported
+  (β = 0.18, another feature subset; its text model kept beside it for reason codes), ``m3`` XGBoost (β = 0.02) saved as JSON and exported
   to ONNX — the config serves the export: XGBoost's Python ``inplace_predict`` costs
   ~100–200 µs per call whatever the batch size, ONNX Runtime ~10 µs for the same trees
   (scores agree within 1e-6, tests/test_quickstart.py), and on the single-event path that
@@ -193,6 +193,7 @@ def build(out: Path) -> None:
     m1.save_model(str(models / "m1.txt"))
     m2 = train_lightgbm(undersample(train, BETAS["m2"], seed=2), M2_FEATURES, seed=2, num_leaves=7)
     write_onnx(m2, M2_FEATURES, models / "m2.onnx")
+    m2.save_model(str(models / "m2.txt"))  # what explains m2.onnx (reason codes)
     m3 = train_xgboost(
         undersample(train, BETAS["m3"], seed=3), M3_FEATURES, seed=3, path=models / "m3.json"
     )

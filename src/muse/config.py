@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -101,6 +101,8 @@ class LoadedConfig:
     router: Router
     #: The ``feature_store`` section resolved (file paths absolute, key parts' sources).
     feature_store: FeatureStoreSpec | None = None
+    #: Model → the tree model that explains it (``models.<m>.explain``), for reason codes.
+    explain_specs: Mapping[str, ModelSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def version(self) -> str:
@@ -239,6 +241,7 @@ class _Loader:
         store_config, store = self._feature_store(raw.get("feature_store"), attributes)
         references = self._references(entries["references"])
         model_specs, digests = self._models(entries["models"])
+        explain_specs = self._explain_specs(entries["models"])
         fingerprints, transforms = self._predictors(
             entries["predictors"],
             entries["models"],
@@ -276,6 +279,7 @@ class _Loader:
             transforms=MappingProxyType(transforms),
             router=router,
             feature_store=store,
+            explain_specs=MappingProxyType(explain_specs),
         )
 
     # -- sections -----------------------------------------------------------------------
@@ -557,6 +561,33 @@ class _Loader:
                 kind=m.backend, path=p, features=m.features, threads=m.threads
             )
         return model_specs, digests
+
+    def _explain_specs(self, specs: Mapping[str, ModelConfig]) -> dict[str, ModelSpec]:
+        """The tree models that explain onnx and remote models (reason codes)."""
+        out: dict[str, ModelSpec] = {}
+        for name, m in specs.items():
+            if m.explain is None:
+                continue
+            where = f"models.{name}.explain"
+            p = (self.base / m.explain).resolve()
+            kind = {".txt": "lightgbm", ".json": "xgboost", ".ubj": "xgboost"}.get(p.suffix.lower())
+            if kind is None:
+                self.issue(
+                    where,
+                    f"expected a LightGBM text model (.txt) or an XGBoost model (.json, .ubj), "
+                    f"got {p.name!r}",
+                )
+                continue
+            if not p.is_file():
+                self.issue(where, f"model file {p} does not exist")
+                continue
+            try:
+                self.hash.update(file_digest(p).encode())
+            except OSError as e:
+                self.issue(where, f"cannot read model file {p}: {e.strerror}")
+                continue
+            out[name] = ModelSpec(kind=kind, path=p, features=m.features, threads=m.threads)
+        return out
 
     def _remote_model(
         self,

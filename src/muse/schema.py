@@ -132,10 +132,22 @@ class ModelConfig(_Strict):
         None, description="Feature names, for model files that do not embed them."
     )
     threads: int = Field(1, ge=1, le=64, description="Intra-op threads of the runtime.")
+    explain: str | None = Field(
+        None,
+        min_length=1,
+        description="onnx, kserve-v2: the tree model this one was exported from (LightGBM "
+        "text .txt, XGBoost .json/.ubj), relative to the config: it gives the reason codes "
+        "(TreeSHAP); an in-process model is checked to answer as it does.",
+    )
     description: str | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ModelConfig:
+        if self.explain is not None and self.backend in ("lightgbm", "xgboost"):
+            raise ValueError(
+                f"a {self.backend} model explains itself: remove `explain` (it is for onnx "
+                "and kserve-v2 models exported from a tree model)"
+            )
         remote = {"url", "model", "version"}
         if self.backend == "kserve-v2":
             missing = [k for k in ("url", "model", "version") if getattr(self, k) is None]

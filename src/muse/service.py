@@ -25,6 +25,7 @@ from muse.backends.pool import ModelPool
 from muse.deployment import Deployment
 from muse.features.table import FeatureTable
 from muse.featurestore import StorePool
+from muse.reasons import Reasons, explain_batch
 from muse.routing import Route
 from muse.scoring import (
     DeferredShadows,
@@ -148,6 +149,25 @@ class ScoringService:
         uses :meth:`score_live` instead, to answer before the shadows run.
         """
         return score_batch(self.snapshot, intents, features, event_ids=event_ids, shadows=shadows)
+
+    def explain(
+        self,
+        intent: Intent,
+        features: Mapping[str, Any],
+        *,
+        event_id: str | None = None,
+        top: int = 3,
+    ) -> Reasons:
+        """Why one event scores what it scores: its live predictor's top ``top`` features'
+        contributions to the final score (see :mod:`muse.reasons`). Raises what
+        :meth:`score` raises, and :class:`~muse.reasons.ReasonsUnavailableError`."""
+        return explain_batch(
+            self.snapshot,
+            [intent],
+            FeatureTable.from_row(features),
+            event_ids=None if event_id is None else [event_id],
+            top=top,
+        )[0]
 
     def score_live(
         self,

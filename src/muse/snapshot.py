@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from muse.backends.base import REMOTE_KINDS, ModelBackend
+import numpy as np
+
+from muse.backends.base import REMOTE_KINDS, Explaining, ModelBackend
 from muse.backends.pool import ModelPool
 from muse.config import LoadedConfig
 from muse.errors import BackendError, ConfigError, ConfigIssue, FeatureStoreError
+from muse.features.table import FeatureTable
 from muse.featurestore import FeatureStore, StorePool, open_backend
 from muse.predictor import Expert, Predictor, TenantMap
 from muse.routing import Router
@@ -38,6 +41,9 @@ class Snapshot:
     #: a deployment store's version id (``v-…``), so responses and lake rows name exactly
     #: what ``muse promote`` moved, even when two bundles share a config ``version``.
     label: str | None = None
+    #: Model → what explains its outputs (reason codes): the model itself when it is a tree
+    #: model in process, else the tree model it was exported from (``models.<m>.explain``).
+    explainers: Mapping[str, Explaining] = field(default_factory=lambda: MappingProxyType({}))
     #: Features a request may carry: every model's, entity-key parts sent as features, and
     #: the request features canary splits are sticky by.
     known_features: frozenset[str] = field(init=False)
@@ -107,6 +113,7 @@ def build_snapshot(
             issues.append(ConfigIssue(f"feature_store.{source.kind}", str(e)))
         else:
             store = FeatureStore(config.feature_store, backend)
+    explainers = _explainers(config, pool, backends, issues)
     if issues:
         raise ConfigError(issues, source=str(config.path))
     predictors: dict[str, Predictor] = {}
@@ -134,4 +141,63 @@ def build_snapshot(
         backends=MappingProxyType(backends),
         store=store,
         label=label,
+        explainers=MappingProxyType(explainers),
     )
+
+
+#: Rows an explaining model is checked on against the model it explains, and how far
+#: apart their outputs may be (an ONNX export computes in float32).
+PROBE_ROWS, PROBE_TOLERANCE = 256, 1e-4
+
+
+def _explainers(
+    config: LoadedConfig,
+    pool: ModelPool,
+    backends: Mapping[str, ModelBackend],
+    issues: list[ConfigIssue],
+) -> dict[str, Explaining]:
+    out: dict[str, Explaining] = {}
+    for name, backend in backends.items():
+        spec = config.explain_specs.get(name)
+        if spec is None:
+            if backend.kind in ("lightgbm", "xgboost") and isinstance(backend, Explaining):
+                out[name] = backend
+            continue
+        where = f"models.{name}.explain"
+        try:
+            explainer = pool.get(spec)
+        except BackendError as e:
+            issues.append(ConfigIssue(where, str(e)))
+            continue
+        if not isinstance(explainer, Explaining):  # pragma: no cover - tree kinds explain
+            issues.append(ConfigIssue(where, f"a {spec.kind} model gives no contributions"))
+            continue
+        if set(explainer.feature_names) != set(backend.feature_names):
+            issues.append(
+                ConfigIssue(
+                    where,
+                    f"explains features {sorted(explainer.feature_names)} but the model uses "
+                    f"{sorted(backend.feature_names)}: it is not the model this was exported from",
+                )
+            )
+            continue
+        if backend.kind not in REMOTE_KINDS:  # a remote model is not called while loading
+            rng = np.random.default_rng(0)
+            table = FeatureTable(
+                {f: rng.normal(0.0, 100.0, PROBE_ROWS) for f in backend.feature_names}
+            )
+            served = backend.predict(table.matrix(backend.feature_names))
+            own = explainer.predict(table.matrix(explainer.feature_names))
+            gap = float(np.max(np.abs(served - own)))
+            if not gap <= PROBE_TOLERANCE:
+                issues.append(
+                    ConfigIssue(
+                        where,
+                        f"answers differently from the model it explains (largest difference "
+                        f"{gap:.3g} over {PROBE_ROWS} probe rows, more than {PROBE_TOLERANCE:g}): "
+                        "give the tree model this one was exported from",
+                    )
+                )
+                continue
+        out[name] = explainer
+    return out

@@ -24,6 +24,7 @@ __all__ = [
     "BACKEND_KINDS",
     "REMOTE_KINDS",
     "REQUEST_DEADLINE",
+    "Explaining",
     "ModelBackend",
     "ModelSpec",
     "describe_exception",
@@ -87,6 +88,22 @@ class ModelBackend(Protocol):
 
         ``features`` has shape ``(n_events, len(feature_names))``, dtype float64, finite.
         """
+        ...
+
+
+@runtime_checkable
+class Explaining(Protocol):
+    """A model that explains its outputs (reason codes): tree models, by TreeSHAP."""
+
+    @property
+    def feature_names(self) -> tuple[str, ...]: ...
+
+    def predict(self, features: FeatureMatrix) -> ScoreArray: ...
+
+    def contributions(self, features: FeatureMatrix) -> tuple[np.ndarray, np.ndarray]:
+        """Each feature's contribution to each row's output in margin (log-odds) space,
+        shape ``(n, len(feature_names))``, and the bias ``(n,)``: ``logit(predict(x)) =
+        bias + contributions.sum(axis=1)``."""
         ...
 
 

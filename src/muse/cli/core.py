@@ -125,15 +125,28 @@ def score(
         str, typer.Option("--features", "-f", help="Features as a JSON object, or @file.json.")
     ],
     event_id: Annotated[str | None, typer.Option(help="Event id to echo back.")] = None,
+    reasons: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Also print the live score's top N reasons: each feature's contribution to "
+            "the final score (tree models' TreeSHAP, through T^C, A and T^Q).",
+        ),
+    ] = None,
 ) -> None:
     """Score one event through the deployment, printing live and shadow results as JSON."""
     from muse.service import ScoringService
 
     parsed_intent = _parse_intent(intent)
     parsed_features = _parse_features(features)
+    explained = None
     try:
         service = ScoringService.from_config(config)
         result = service.score(parsed_intent, parsed_features, event_id=event_id)
+        if reasons is not None:
+            explained = service.explain(
+                parsed_intent, parsed_features, event_id=event_id, top=reasons
+            )
     except MuseError as e:
         fail(str(e))
 
@@ -157,6 +170,11 @@ def score(
     }
     if result.arm is not None:
         doc["arm"] = result.arm
+    if explained is not None:
+        doc["reasons"] = [
+            {"feature": r.feature, "contribution": r.contribution} for r in explained.top
+        ]
+        doc["reasons_base"] = explained.base
     out.print_json(json.dumps(doc))
 
 

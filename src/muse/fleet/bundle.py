@@ -35,6 +35,8 @@ def bundle_files(loaded: LoadedConfig) -> dict[str, Path]:
     for name, model in spec.models.items():
         if model.uri is not None:  # a remote model's uri is its local copy: it travels too
             named.append((f"models.{name}.uri", base / model.uri))
+        if model.explain is not None:
+            named.append((f"models.{name}.explain", base / model.explain))
     for name, ref in spec.references.items():
         for key in ("quantiles", "samples"):
             uri = getattr(ref, key)

@@ -140,6 +140,10 @@ class ConnectionLimits:
     max_connections: int | None = None
 
 
+#: How long a worker may take to answer its supervisor before it is replaced.
+WORKER_HEALTHCHECK_S = 30
+
+
 class _Config(uvicorn.Config):
     """uvicorn's config plus the request deadline the guarded protocol reads (pickled
     with it into every worker process)."""
@@ -196,7 +200,17 @@ def serve(
         os.environ[_SOURCE_ENV] = json.dumps(
             {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(source).items()}
         )
-        uv = _Config("muse.serving.server:create_app", factory=True, workers=workers, **common)
+        uv = _Config(
+            "muse.serving.server:create_app",
+            factory=True,
+            workers=workers,
+            # uvicorn kills a worker that does not answer its supervisor's ping within this
+            # (default 5 s): a worker loading models and warming up on a starved CPU can take
+            # longer, and was killed and restarted in a loop (seen under load); a hung one is
+            # still replaced, after this long.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+            **common,
+        )
         sock = uv.bind_socket()
         supervisor = _Workers(uv, [sock], reload or _store_hup)
         watcher = _watch(config, reload, supervisor.should_exit) if reload else None

@@ -48,12 +48,16 @@ class ExpertContributions:
     """One expert's explanation of n events in its margin (log-odds) space.
 
     ``values`` has shape (n, len(features)); ``bias`` (n,) is the expected margin, so that
-    logit(expert output) = bias + values.sum(axis=1).
+    logit(expert output) = bias + values.sum(axis=1). ``output`` is what the served model
+    answered (n,), when known: the expert's move is then measured from it, so the reasons
+    sum to the served score exactly even where the explaining model is a float64 copy of a
+    float32 ONNX export.
     """
 
     features: tuple[str, ...]
     values: Array
     bias: Array
+    output: Array | None = None
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64)
@@ -65,6 +69,11 @@ class ExpertContributions:
             )
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "bias", bias)
+        if self.output is not None:
+            output = np.asarray(self.output, dtype=np.float64).ravel()
+            if output.shape != bias.shape:
+                raise ValueError(f"output must have one value per event, got {output.shape}")
+            object.__setattr__(self, "output", output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +114,13 @@ def attribute(
     a0 = np.zeros(n)
     for e, beta, weight in zip(experts, betas, w, strict=True):
         shift = 0.0 if single else float(np.log(beta))
-        margin = e.bias + e.values.sum(axis=1)
         base = _sigmoid(e.bias + shift)
-        q = _sigmoid(margin + shift)
+        if e.output is None:
+            q = _sigmoid(e.bias + e.values.sum(axis=1) + shift)
+        elif single:
+            q = e.output
+        else:  # T^C of the served output (Eq. 3)
+            q = beta * e.output / (1.0 - e.output + beta * e.output)
         total = e.values.sum(axis=1)
         factor = np.divide(q - base, total, out=np.zeros(n), where=total != 0.0)
         cols = [column[f] for f in e.features]
