@@ -68,6 +68,50 @@ def test_contributions_sum_to_the_final_score(
 
 
 @settings(max_examples=200, deadline=None)
+@given(ensembles(), st.floats(-1e-3, 1e-3))
+def test_served_outputs_off_the_explanation_keep_signs_and_end_at_the_served_score(
+    ensemble: tuple[list[ExpertContributions], list[float], list[float]], gap: float
+) -> None:
+    """A float32 export answers a little off its tree model: the gap is the base's, never
+    a feature's (a feature's contribution keeps its sign), and the reasons end at the
+    served score."""
+    experts, b, w = ensemble
+    served = [
+        ExpertContributions(
+            e.features, e.values, e.bias,
+            np.clip(sigmoid(e.bias + e.values.sum(axis=1)) + gap, 0.0, 1.0),
+        )
+        for e in experts
+    ]  # fmt: skip
+    final = np.random.default_rng(0).uniform(0.0, 1.0, experts[0].bias.size)
+    found = attribute(served, b, w, MAP, final=final)
+    np.testing.assert_allclose(found.base + found.contributions.sum(axis=1), final, atol=1e-12)
+    plain = attribute(experts, b, w, MAP)
+    agree = np.sign(found.contributions) * np.sign(plain.contributions)
+    assert (agree >= 0).all()
+
+
+def test_a_tiny_explanation_with_a_rounded_output_does_not_flip_signs() -> None:
+    """φ nearly cancels and the served output is a hair below the base: the old rule
+    divided that gap by the tiny Σφ and reported the rising feature as falling."""
+    e = ExpertContributions(
+        ("up", "down"), np.array([[1.5, -1.5 + 1e-6]]), np.array([-4.0]),
+        sigmoid(np.array([-4.0])) - 1e-8,
+    )  # fmt: skip
+    found = attribute([e], [1.0], [1.0], MAP)
+    assert found.contributions[0, 0] >= 0.0
+    assert found.contributions[0, 1] <= 0.0
+
+
+def test_huge_weights_are_only_ratios() -> None:
+    e = ExpertContributions(("a",), np.array([[1.0]]), np.array([-2.0]))
+    huge = attribute([e, e], [0.5, 0.5], [1e308, 1e308], MAP)
+    one = attribute([e, e], [0.5, 0.5], [1.0, 1.0], MAP)
+    np.testing.assert_allclose(huge.contributions, one.contributions)
+    assert huge.contributions[0, 0] > 0
+
+
+@settings(max_examples=200, deadline=None)
 @given(ensembles())
 def test_a_feature_every_expert_pushes_up_pushes_the_score_up(
     ensemble: tuple[list[ExpertContributions], list[float], list[float]],

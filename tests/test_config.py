@@ -806,8 +806,8 @@ def test_every_model_that_fails_to_load_is_reported_with_its_path(quickstart: De
         "m1: {backend: lightgbm, uri: models/m1.txt, undersampling: 0.18, features: [x]}",
     )
     quickstart.replace(
-        "m3: {backend: onnx, uri: models/m3.onnx, undersampling: 0.02}",
-        "m3: {backend: onnx, uri: models/m3.onnx, undersampling: 0.02, features: [y]}",
+        "m3: {backend: onnx, uri: models/m3.onnx, undersampling: 0.02,",
+        "m3: {backend: onnx, uri: models/m3.onnx, undersampling: 0.02, features: [y],",
     )
     with pytest.raises(ConfigError) as info:
         build_snapshot(quickstart.load(), ModelPool())

@@ -120,6 +120,7 @@ PUBLIC = {
         "IntentError",
         "MuseError",
         "NoRouteError",
+        "ReasonsUnavailableError",
         "UnauthenticatedError",
     ],
     "muse.deployment": [

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from muse.backends import ModelPool, ModelSpec
+from muse.deployment import check_config
+from muse.errors import ReasonsUnavailableError
 from muse.fleet.bundle import bundle_files
-from muse.reasons import ReasonsUnavailableError, explain_batch
+from muse.reasons import explain_batch
 from muse.service import ScoringService
 from tests.cli_support import invoke
 from tests.config_fixtures import QUICKSTART, SAMPLE_EVENT, Deployment
@@ -49,9 +51,10 @@ def test_every_events_reasons_add_up_to_its_served_score(service: ScoringService
     served = service.score_batch(intents, features, shadows=False)
     assert [r.predictor for r in found] == [s.live.predictor for s in served]
     for reasons, result in zip(found, served, strict=True):
-        assert reasons.score == result.score
         total = reasons.base + sum(r.contribution for r in reasons.top)
-        assert total == pytest.approx(result.score, abs=1e-9)
+        assert total == pytest.approx(result.score, abs=1e-12)
+        # the base is T^Q of the experts' expected aggregate: a score, not a leftover
+        assert 0.0 < reasons.base < 1.0
     # the ensemble (bank1) and the single model (the others) both explained
     assert {r.predictor for r in found} == {"ensemble-v1", "single-v1"}
 
@@ -75,6 +78,55 @@ def test_muse_score_prints_reasons() -> None:
     doc = json.loads(r.output)
     assert len(doc["reasons"]) == 2
     assert {"feature", "contribution"} == set(doc["reasons"][0])
+    assert doc["reasons_predictor"] == doc["live"]["predictor"]
+    every = json.loads(
+        invoke(
+            "score", str(QUICKSTART / "muse.yaml"), "-i", "tenant=bank2",
+            "--features", json.dumps(SAMPLE_EVENT), "--reasons", "100",
+        ).output
+    )  # fmt: skip
+    total = every["reasons_base"] + sum(x["contribution"] for x in every["reasons"])
+    assert total == pytest.approx(every["score"], abs=1e-12)
+
+
+def test_a_split_is_explained_on_the_arm_that_scored(tmp_path: Path) -> None:
+    d = Deployment.copy_quickstart(tmp_path / "q")
+    doc = d.doc()
+    doc["routing"]["scoringRules"][1] = {
+        "condition": {},
+        "targets": [
+            {"predictor": "single-v1", "weight": 50},
+            {"predictor": "ensemble-v1", "weight": 50},
+        ],
+    }
+    d.write(doc)
+    for _ in range(3):  # by event id: the CLI uses one id for both passes
+        r = invoke(
+            "score", str(d.config), "-i", "tenant=bank9", "--features", json.dumps(SAMPLE_EVENT),
+            "--reasons", "100",
+        )  # fmt: skip
+        out = json.loads(r.output)
+        assert out["reasons_predictor"] == out["live"]["predictor"]
+        total = out["reasons_base"] + sum(x["contribution"] for x in out["reasons"])
+        assert total == pytest.approx(out["score"], abs=1e-12)
+
+
+def test_bad_input_is_refused_as_scoring_refuses_it(service: ScoringService) -> None:
+    from muse.errors import FeatureError
+
+    snap = service.snapshot
+    with pytest.raises(FeatureError, match="unknown feature"):
+        explain_batch(
+            snap,
+            [{"tenant": "bank1"}],
+            {**{k: [v] for k, v in SAMPLE_EVENT.items()}, "bogus": [1.0]},
+        )
+    with pytest.raises(FeatureError, match="2 intents but features for 1"):
+        explain_batch(snap, [{"tenant": "bank1"}] * 2, [SAMPLE_EVENT])
+    with pytest.raises(FeatureError, match="event ids"):
+        explain_batch(snap, [{"tenant": "bank1"}], [SAMPLE_EVENT], event_ids=["a", "b"])
+    with pytest.raises(ValueError, match="positive number of reasons"):
+        explain_batch(snap, [{"tenant": "bank1"}], [SAMPLE_EVENT], top=0)
 
 
 def test_a_model_without_an_explanation_says_what_to_give(tmp_path: Path) -> None:
@@ -114,11 +166,23 @@ def test_an_explain_model_is_checked_against_the_model_it_explains(tmp_path: Pat
     )
     other.save_model(str(d.root / "models" / "other.txt"))
     d.replace("explain: models/m2.txt", "explain: models/other.txt")
-    with pytest.raises(Exception, match="answers differently from the model it explains"):
-        ScoringService.from_config(d.config)
+    # serving loads it on first use (asking for no reasons costs nothing) and says why
+    service = ScoringService.from_config(d.config)
+    try:
+        with pytest.raises(ReasonsUnavailableError, match="answers differently from the model"):
+            service.explain({"tenant": "bank1"}, SAMPLE_EVENT)
+    finally:
+        service.close()
+    # `muse validate` (and so `muse publish`) refuses it, under its path
+    _, issues = check_config(d.config)
+    assert [i.path for i in issues] == ["models.m2.explain"]
+    assert "answers differently from the model it explains" in issues[0].message
+    r = invoke("validate", str(d.config))
+    assert r.exit_code == 2
+    assert "models.m2.explain" in r.output
     d.replace("explain: models/other.txt", "explain: models/m1.txt")
-    with pytest.raises(Exception, match="not the model this was exported from"):
-        ScoringService.from_config(d.config)
+    _, issues = check_config(d.config)
+    assert "not the model this was exported from" in issues[0].message
 
 
 def test_explain_is_validated_in_the_config(tmp_path: Path) -> None:

@@ -586,7 +586,9 @@ class _Loader:
             except OSError as e:
                 self.issue(where, f"cannot read model file {p}: {e.strerror}")
                 continue
-            out[name] = ModelSpec(kind=kind, path=p, features=m.features, threads=m.threads)
+            # No `features`: the names stored in the tree model are what is compared with
+            # the served model's (snapshot), not the config's list with itself.
+            out[name] = ModelSpec(kind=kind, path=p, threads=m.threads)
         return out
 
     def _remote_model(

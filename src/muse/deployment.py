@@ -37,7 +37,13 @@ from muse.auth import Authenticator
 from muse.backends.base import REMOTE_KINDS
 from muse.backends.pool import ModelPool
 from muse.config import LoadedConfig, load_config
-from muse.errors import BackendError, ConfigError, ConfigIssue, MuseError
+from muse.errors import (
+    BackendError,
+    ConfigError,
+    ConfigIssue,
+    MuseError,
+    ReasonsUnavailableError,
+)
 from muse.featurestore import StorePool
 from muse.snapshot import Snapshot, build_snapshot
 from muse.warmup import Warmer, WarmUpReport, warm_up
@@ -293,12 +299,19 @@ def check_config(
                 broken.append(ConfigIssue(f"models.{name}", f"cannot be loaded: {be}"))
         return None, broken + issues  # the cause first, then what it broke
     try:
-        build_snapshot(loaded, pool)
+        snapshot = build_snapshot(loaded, pool)
     except ConfigError as e:
         return None, list(e.issues)
     except BackendError as e:
         return None, [ConfigIssue("", str(e))]
-    return loaded, []
+    # Explaining models load on first use when serving; a version is checked for them here.
+    problems = []
+    for model in loaded.explain_specs:
+        try:
+            snapshot.explainer(model)
+        except ReasonsUnavailableError as e:
+            problems.append(ConfigIssue(f"models.{model}.explain", str(e)))
+    return (None, problems) if problems else (loaded, [])
 
 
 def check_remote(snapshot: Snapshot, timeout_s: float) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "IntentError",
     "MuseError",
     "NoRouteError",
+    "ReasonsUnavailableError",
     "UnauthenticatedError",
 ]
 
@@ -153,3 +154,9 @@ class UnauthenticatedError(AuthError):
 
 class ForbiddenError(AuthError):
     """Known credentials that do not allow this: another tenant's events, an admin action."""
+
+
+class ReasonsUnavailableError(MuseError, ValueError):
+    """Reasons were asked of a predictor that cannot give them: one of its models has no
+    contribution method and no ``explain`` model, or its explaining model failed its checks
+    (the message names the model and the fix)."""

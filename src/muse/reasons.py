@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from muse.errors import MuseError
+from muse.errors import ReasonsUnavailableError
 from muse.features.table import FeatureTable
-from muse.routing import Route
-from muse.scoring import Features, Plan, as_table, enrich, run_models
+from muse.scoring import Features, enrich, prepare, run_models
 from muse.snapshot import Snapshot
 from muse.transforms.attribution import ExpertContributions, attribute
 from muse.types import Intent, ScoreArray
@@ -30,11 +29,6 @@ __all__ = ["Reason", "Reasons", "ReasonsUnavailableError", "explain_batch"]
 
 #: How many reasons an event gets unless asked otherwise.
 DEFAULT_TOP = 3
-
-
-class ReasonsUnavailableError(MuseError, ValueError):
-    """A predictor cannot give reasons: one of its models has no contribution method and no
-    ``explain`` model (the message names it and the fix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +64,7 @@ def explain_batch(
     and :class:`ReasonsUnavailableError` when a live predictor cannot explain itself."""
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a positive number of reasons, got {top!r}")
-    table = as_table(features)
-    plan = Plan.build(snap, intents, False, table, event_ids)
+    table, plan = prepare(snap, intents, features, event_ids, False)
     outputs: dict[str, ScoreArray] = {}
     live = plan.live_model_events
     table, enrichment = enrich(snap, plan, table, live)
@@ -91,6 +84,7 @@ def explain_batch(
             [e.beta for e in predictor.experts],
             [e.weight for e in predictor.experts],
             predictor.tenant_map(tenant).quantile_map,
+            final=served.score,
         )
         for row, i in enumerate(idx_list):
             out[i] = Reasons(
@@ -103,30 +97,13 @@ def explain_batch(
     return [r for r in out if r is not None]
 
 
-def can_explain(snap: Snapshot, route: Route) -> str | None:
-    """None when every live predictor of ``route`` can give reasons, else why not."""
-    for name in route.predictors:
-        for e in snap.predictors[name].experts:
-            if e.model not in snap.explainers:
-                return _unavailable(snap, name, e.model)
-    return None
-
-
 def _contributions(
     snap: Snapshot, predictor: str, model: str, table: FeatureTable, output: ScoreArray
 ) -> ExpertContributions:
-    explainer = snap.explainers.get(model)
-    if explainer is None:
-        raise ReasonsUnavailableError(_unavailable(snap, predictor, model))
+    try:
+        explainer = snap.explainer(model)
+    except ReasonsUnavailableError as e:
+        raise ReasonsUnavailableError(f"predictor {predictor!r}: {e}") from None
     names = explainer.feature_names
     values, bias = explainer.contributions(table.matrix(names))
     return ExpertContributions(names, values, bias, output)
-
-
-def _unavailable(snap: Snapshot, predictor: str, model: str) -> str:
-    kind = snap.backends[model].kind
-    return (
-        f"predictor {predictor!r} cannot give reasons: its model {model!r} ({kind}) has no "
-        f"contribution method; give models.{model}.explain, the tree model (LightGBM .txt or "
-        "XGBoost .json) it was exported from"
-    )

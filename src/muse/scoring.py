@@ -40,6 +40,7 @@ __all__ = [
     "Scored",
     "as_table",
     "enrich",
+    "prepare",
     "run_models",
     "score_batch",
     "score_live",
@@ -556,7 +557,7 @@ def score_batch(
     """Score many events (any mix of tenants and routes) on ``snap``, live and shadows in
     one pass per model. A bad event rejects the whole batch with an error naming its index,
     before anything is scored."""
-    table, plan = _prepare(snap, intents, features, event_ids, shadows)
+    table, plan = prepare(snap, intents, features, event_ids, shadows)
     outputs: dict[str, ScoreArray] = {}
     failed: dict[str, str] = {}
     holes: Holes = {}
@@ -577,7 +578,7 @@ def score_live(
 ) -> LiveOutcome:
     """Score only what the client waits for on ``snap``; return the shadow work for later
     (see :meth:`muse.service.ScoringService.score_live`)."""
-    table, plan = _prepare(snap, intents, features, event_ids, True)
+    table, plan = prepare(snap, intents, features, event_ids, True)
     outputs: dict[str, ScoreArray] = {}
     failed: dict[str, str] = {}
     live_todo = plan.live_model_events
@@ -592,13 +593,15 @@ def score_live(
     return LiveOutcome(results, deferred)
 
 
-def _prepare(
+def prepare(
     snap: Snapshot,
     intents: Sequence[Intent],
     features: Features,
     event_ids: Sequence[str] | None,
     shadows: bool,
 ) -> tuple[FeatureTable, Plan]:
+    """The batch's feature table and routing plan, every input checked (the features
+    known, one row per intent, one id per event): what every scoring pass starts from."""
     table = as_table(features)
     n = len(intents)
     if table.n_events != n and len(table) > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -140,13 +141,14 @@ def score(
     parsed_intent = _parse_intent(intent)
     parsed_features = _parse_features(features)
     explained = None
+    # One id for both passes: an event a canary split places by its id (no sticky key)
+    # must land on the same arm when it is explained as when it is scored.
+    key = event_id if event_id is not None or reasons is None else f"cli-{uuid.uuid4().hex}"
     try:
         service = ScoringService.from_config(config)
-        result = service.score(parsed_intent, parsed_features, event_id=event_id)
+        result = service.score(parsed_intent, parsed_features, event_id=key)
         if reasons is not None:
-            explained = service.explain(
-                parsed_intent, parsed_features, event_id=event_id, top=reasons
-            )
+            explained = service.explain(parsed_intent, parsed_features, event_id=key, top=reasons)
     except MuseError as e:
         fail(str(e))
 
@@ -161,7 +163,7 @@ def score(
         }
 
     doc: dict[str, Any] = {
-        "event_id": result.event_id,
+        "event_id": event_id,
         "score": result.score,
         "config_version": result.config_version,
         "live": row(result.live),
@@ -175,6 +177,7 @@ def score(
             {"feature": r.feature, "contribution": r.contribution} for r in explained.top
         ]
         doc["reasons_base"] = explained.base
+        doc["reasons_predictor"] = explained.predictor
     out.print_json(json.dumps(doc))
 
 

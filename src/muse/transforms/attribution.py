@@ -98,8 +98,17 @@ def attribute(
     betas: Sequence[float],
     weights: Sequence[float],
     quantile_map: QuantileMap,
+    *,
+    final: npt.ArrayLike | None = None,
 ) -> Attribution:
-    """The final-score contributions of a predictor's experts (see the module)."""
+    """The final-score contributions of a predictor's experts (see the module).
+
+    An expert's features share the move of its *own* explanation, σ(b + Σφ) − σ(b) (after
+    T^C), so a feature keeps its sign; where the served output differs from what the
+    explanation adds up to (a float32 ONNX export of the tree model, a remote copy), the
+    difference is part of the event's ``base``, not of any feature. ``final`` (the served
+    scores) makes the contributions end exactly there.
+    """
     if not experts or not (len(experts) == len(betas) == len(weights)):
         raise ValueError("give one contribution set, beta and weight per expert (at least one)")
     n = experts[0].bias.size
@@ -108,30 +117,46 @@ def attribute(
     features = tuple(dict.fromkeys(f for e in experts for f in e.features))
     column = {f: j for j, f in enumerate(features)}
     w = np.asarray(weights, dtype=np.float64)
+    w = w / w.max()  # first: two weights of 1e308 must not sum to inf
     w = w / w.sum()
     single = len(experts) == 1
     psi = np.zeros((n, len(features)))
     a0 = np.zeros(n)
     for e, beta, weight in zip(experts, betas, w, strict=True):
         shift = 0.0 if single else float(np.log(beta))
-        base = _sigmoid(e.bias + shift)
-        if e.output is None:
-            q = _sigmoid(e.bias + e.values.sum(axis=1) + shift)
-        elif single:
-            q = e.output
-        else:  # T^C of the served output (Eq. 3)
-            q = beta * e.output / (1.0 - e.output + beta * e.output)
         total = e.values.sum(axis=1)
-        factor = np.divide(q - base, total, out=np.zeros(n), where=total != 0.0)
+        base = _sigmoid(e.bias + shift)
+        own = _sigmoid(e.bias + total + shift)  # where the explanation itself ends
+        # σ is increasing: own − base has the sign of total, so the factor is never negative.
+        factor = np.divide(own - base, total, out=np.zeros(n), where=total != 0.0)
         cols = [column[f] for f in e.features]
         psi[:, cols] += weight * e.values * factor[:, None]
-        a0 += weight * base
-    s0 = quantile_map.map_unchecked(np.clip(a0, 0.0, 1.0))
-    a = np.clip(a0 + psi.sum(axis=1), 0.0, 1.0)
-    s = quantile_map.map_unchecked(a)
+        served = own if e.output is None else _corrected(e.output, beta, single)
+        a0 += weight * (base + (served - own))
     moved = psi.sum(axis=1)
+    s0 = quantile_map.map_unchecked(np.clip(a0, 0.0, 1.0))
+    if final is None:
+        s = quantile_map.map_unchecked(np.clip(a0 + moved, 0.0, 1.0))
+    else:
+        s = np.asarray(final, dtype=np.float64).ravel()
+        if s.shape != (n,):
+            raise ValueError(f"final must have one score per event, got shape {s.shape}")
+    # T^Q is monotone: s − s0 has the sign of the move (rounding aside, then no share).
     factor = np.divide(s - s0, moved, out=np.zeros(n), where=moved != 0.0)
-    return Attribution(features, psi * factor[:, None], s0)
+    factor = np.where(factor >= 0.0, factor, 0.0)
+    contributions = psi * factor[:, None]
+    # What rounding (or a served score not on T^Q of a) leaves over is the base's.
+    base_score = s - contributions.sum(axis=1)
+    return Attribution(features, contributions, base_score)
+
+
+def _corrected(output: Array, beta: float, single: bool) -> Array:
+    """The served output after T^C (Eq. 3), as the predictor computes it."""
+    if single:
+        return output
+    num = output * beta
+    out: Array = num / ((1.0 - output) + num)
+    return out
 
 
 def _sigmoid(x: Array) -> Array:
