@@ -362,12 +362,12 @@ def test_a_killed_process_resumes(events: Path, tmp_path: Path) -> None:
     from tests.config_fixtures import QUICKSTART
 
     big = tmp_path / "big.parquet"
-    pq.write_table(quickstart_traffic(60_000, seed=6).to_arrow(), big)
+    pq.write_table(quickstart_traffic(30_000, seed=6).to_arrow(), big)
     out = tmp_path / "o.parquet"
     command = [
         sys.executable, "-c", "from muse.cli import main; main()", "score-file",
         str(QUICKSTART / "muse.yaml"), "--events", str(big), "--out", str(out),
-        "--batch-size", "2000", "--no-progress",
+        "--batch-size", "1000", "--no-progress",
     ]  # fmt: skip
     progress = tmp_path / "o.parquet.partial" / "progress.json"
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
